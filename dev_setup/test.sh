@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one test command (README "Test it", and what CI runs): installs what the
+# tests need (cached outside the repo, so a second run skips it), checks
+# formatting and lints, then runs every unit and end-to-end test against real
+# servers started on 127.0.0.1.
+#   dev_setup/test.sh            everything
+#   dev_setup/test.sh --no-lint  skip fmt and clippy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. dev_setup/common.sh
+
+lint=1
+for a in "$@"; do
+  case "$a" in
+    --no-lint) lint=0 ;;
+    *) echo "usage: dev_setup/test.sh [--no-lint]" >&2; exit 2 ;;
+  esac
+done
+
+start=$(date +%s)
+step() { log "[$(( $(date +%s) - start ))s] $*"; }
+
+step "installing test servers (cached in $EC_CACHE)"
+bash dev_setup/install-kube.sh
+
+if [ "$lint" = 1 ]; then
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+  step "cargo clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+step "cargo test"
+cargo test --workspace --locked -- --test-threads=2
+step "done"

@@ -1,0 +1,86 @@
+//! Running the collector: connect, build, watch, stop cleanly on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::Checkpoint;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::source::client::{ClientOptions, cluster_id, connect};
+use crate::{pipeline, setup, source};
+
+/// Options from the command line.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub client: ClientOptions,
+    /// How long to wait for the API server at startup.
+    pub connect_timeout: Duration,
+    /// How long shutdown waits for exporters to drain.
+    pub drain_timeout: Duration,
+}
+
+/// Runs until SIGTERM/SIGINT, then drains and returns.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let config = Config::load(&opts.config)?;
+    tracing::info!(config = %opts.config.display(), "config loaded");
+    let client = connect(&opts.client, opts.connect_timeout).await?;
+    let cluster = match &config.cluster {
+        Some(c) => c.clone(),
+        None => cluster_id(&client).await,
+    };
+    tracing::info!(%cluster, "cluster name");
+    let setup = setup::pipeline_setup(&config, &cluster, opts.drain_timeout)?;
+    let metrics = Arc::new(Metrics::new());
+    let specs = source::watch_specs(&config.source);
+    let stream = source::watch(client, &config.source, &specs, metrics.clone());
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let (cp_tx, _cp_rx) = watch::channel(Checkpoint::default());
+    let summary = pipeline::run(stream, setup, metrics, shutdown, cp_tx).await;
+    tracing::info!(
+        routed = summary.routed,
+        unrouted = summary.unrouted,
+        startup_dropped = summary.startup_dropped,
+        normalize_failed = summary.normalize_failed,
+        unacknowledged = summary.unacknowledged,
+        checkpoint = ?summary.checkpoint.streams,
+        "stopped"
+    );
+    Ok(())
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+async fn stop_on_signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = term => tracing::info!("SIGTERM: stopping"),
+    }
+    token.cancel();
+}
+
+/// Loads a config and builds its exporters without starting anything.
+pub fn check_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    let config = Config::load(path)?;
+    for e in &config.exporters {
+        setup::build_exporter(e).with_context(|| format!("{}: exporter `{}`", path.display(), e.name))?;
+    }
+    Ok(config)
+}

@@ -1,0 +1,174 @@
+//! `[[exporters]]`: each table is a `name`, a `type`, the pipeline settings
+//! every exporter shares ([`ExporterCommon`]), and the type's own keys, read
+//! by that exporter's config struct in the exporters crate. Both halves are
+//! deserialized from the original spans, so errors point at the exact key.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::time::Duration;
+
+use event_collector_exporters::{stdout::StdoutConfig, units, volume::VolumeConfig};
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::{Problems, de_str};
+
+/// Pipeline settings shared by every exporter type.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterCommon {
+    /// Most events in one batch handed to the exporter.
+    pub batch_max_events: usize,
+    /// Longest a partial batch waits for more events.
+    #[serde(deserialize_with = "units::de_duration")]
+    pub batch_timeout: Duration,
+    /// Most events waiting for this exporter; a full queue holds back the watch.
+    pub queue_max_events: usize,
+    /// First retry delay after a failed batch; doubles up to `retry_max_backoff`, with jitter.
+    #[serde(deserialize_with = "units::de_duration")]
+    pub retry_initial_backoff: Duration,
+    #[serde(deserialize_with = "units::de_duration")]
+    pub retry_max_backoff: Duration,
+}
+
+impl Default for ExporterCommon {
+    fn default() -> Self {
+        Self {
+            batch_max_events: 1000,
+            batch_timeout: Duration::from_millis(100),
+            queue_max_events: 10_000,
+            retry_initial_backoff: Duration::from_millis(100),
+            retry_max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+const COMMON_KEYS: &[&str] = &[
+    "batch_max_events",
+    "batch_timeout",
+    "queue_max_events",
+    "retry_initial_backoff",
+    "retry_max_backoff",
+];
+
+/// The type-specific part.
+#[derive(Debug, Clone)]
+pub enum ExporterKind {
+    Volume(VolumeConfig),
+    Stdout(StdoutConfig),
+}
+
+impl ExporterKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ExporterKind::Volume(_) => "volume",
+            ExporterKind::Stdout(_) => "stdout",
+        }
+    }
+}
+
+const TYPES: &[&str] = &["volume", "stdout"];
+
+#[derive(Debug, Clone)]
+pub struct ExporterConfig {
+    pub name: String,
+    /// Where the exporter's table starts in the file.
+    pub span: Range<usize>,
+    pub common: ExporterCommon,
+    pub kind: ExporterKind,
+}
+
+/// Reads the `exporters` array of tables; problems go to `problems`.
+pub(crate) fn parse_all(value: Option<Spanned<DeValue<'_>>>, problems: &mut Problems<'_>) -> Vec<ExporterConfig> {
+    let Some(value) = value else {
+        return Vec::new();
+    };
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        problems.at(span, "`exporters` must be an array of tables: write each as [[exporters]]");
+        return Vec::new();
+    };
+    let mut out: Vec<ExporterConfig> = Vec::new();
+    let mut names = HashSet::new();
+    for item in items {
+        let span = item.span();
+        let DeValue::Table(table) = item.into_inner() else {
+            problems.at(span, "each exporter must be a table: [[exporters]]");
+            continue;
+        };
+        if let Some(e) = parse_one(table, span, problems) {
+            if !names.insert(e.name.clone()) {
+                problems.at(e.span.clone(), format!("exporter `{}` is defined twice", e.name));
+            }
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems<'_>) -> Option<ExporterConfig> {
+    let name = table.remove("name");
+    let ty = table.remove("type");
+    let name = match name.as_ref().and_then(|n| de_str(n).map(|s| (s.to_string(), n.span()))) {
+        Some((n, _)) if !n.is_empty() && !n.contains(char::is_whitespace) => n,
+        Some((n, nspan)) => {
+            problems.at(nspan, format!("invalid exporter name `{n}`: use a non-empty name without spaces"));
+            return None;
+        }
+        None => {
+            problems.at(span, "an exporter needs `name = \"...\"` (a string)");
+            return None;
+        }
+    };
+    let Some(ty) = ty else {
+        problems.at(span, format!("exporter `{name}` needs `type` (one of: {})", TYPES.join(", ")));
+        return None;
+    };
+    let ty_name = de_str(&ty).unwrap_or("").to_string();
+
+    let mut common = DeTable::new();
+    let mut own = DeTable::new();
+    for (k, v) in table {
+        if COMMON_KEYS.contains(&k.get_ref().as_ref()) {
+            common.insert(k, v);
+        } else {
+            own.insert(k, v);
+        }
+    }
+    let common: Option<ExporterCommon> = de_table(common, span.clone(), problems, &name);
+    let kind = match ty_name.as_str() {
+        "volume" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Volume),
+        "stdout" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Stdout),
+        other => {
+            problems.at(
+                ty.span(),
+                format!("exporter `{name}` has unknown type `{other}` (expected one of: {})", TYPES.join(", ")),
+            );
+            None
+        }
+    };
+    Some(ExporterConfig {
+        name,
+        span,
+        common: common?,
+        kind: kind?,
+    })
+}
+
+fn de_table<T: for<'de> Deserialize<'de>>(
+    table: DeTable<'_>,
+    span: Range<usize>,
+    problems: &mut Problems<'_>,
+    name: &str,
+) -> Option<T> {
+    let de = ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(table)));
+    match T::deserialize(de) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let span = e.span().unwrap_or(span);
+            problems.at(span, format!("exporter `{name}`: {}", e.message().trim()));
+            None
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! event-collector: keeps Kubernetes Events before the API server forgets them.
+//!
+//! The data path, one module per stage:
+//! [`source`] (watch both Event APIs) → [`event`] (normalize to one schema) →
+//! [`route`] (the TOML routing table) → exporters (the `event-collector-exporters`
+//! crate), wired by [`pipeline`] with acknowledgements tracked by [`ack`].
+//! [`config`] loads and validates the TOML; [`setup`] builds the parts from it;
+//! [`app`] runs the whole collector; [`metrics`] counts everything.
+
+pub mod ack;
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod explain;
+pub mod metrics;
+pub mod pipeline;
+pub mod route;
+pub mod setup;
+pub mod source;

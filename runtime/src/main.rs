@@ -1,0 +1,141 @@
+//! The `event-collector` command line: parse arguments, call into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use event_collector::app::{self, RunOptions};
+use event_collector::config::{self, Config};
+use event_collector::explain;
+use event_collector::source::client::ClientOptions;
+
+#[derive(Parser, Debug)]
+#[command(name = "event-collector", version, about = "Keeps Kubernetes Events: watch, normalize, filter, route, export")]
+struct Cli {
+    /// Config file (default: event-collector.toml here, else beside the binary).
+    #[arg(long, short, global = true, env = "EVENT_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then the in-cluster service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// How long to wait for the API server at startup.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// How long shutdown waits for exporters to drain.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the collector (the default).
+    Run(RunArgs),
+    /// Validate a config file; exit 0 if good, 1 with errors (file:line:col) if not.
+    CheckConfig {
+        /// The file (default: as --config).
+        file: Option<PathBuf>,
+    },
+    /// Routing table tools.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RouteCommand {
+    /// Show which routes and exporters an event would take, and why.
+    Explain {
+        /// An Event as JSON: core/v1 or events.k8s.io/v1 as the API server serves it, or the normalized form.
+        #[arg(long)]
+        event: PathBuf,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    event_collector_exporters::units::parse_duration(s)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let config_path = cli.config.clone().unwrap_or_else(config::default_path);
+    let result = match cli.command {
+        Some(Command::CheckConfig { file }) => {
+            let path = file.unwrap_or(config_path);
+            app::check_config(&path).map(|c| {
+                println!(
+                    "{}: OK ({} exporters, {} routes)",
+                    path.display(),
+                    c.exporters.len(),
+                    c.routes.len()
+                );
+            })
+        }
+        Some(Command::Route {
+            command: RouteCommand::Explain { event },
+        }) => route_explain(&config_path, &event),
+        Some(Command::Run(args)) => run(config_path, args),
+        None => run(config_path, cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn route_explain(config_path: &std::path::Path, event: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let text = std::fs::read_to_string(event).map_err(|e| anyhow::anyhow!("{}: {e}", event.display()))?;
+    let cluster = config.cluster.clone().unwrap_or_else(|| "default".into());
+    let ev = explain::parse_event(&text, &event.display().to_string(), &cluster)?;
+    print!("{}", explain::explain(&config, &ev));
+    Ok(())
+}
+
+fn run(config: PathBuf, args: RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(app::run(RunOptions {
+        config,
+        client: ClientOptions {
+            kubeconfig: args.kubeconfig,
+            context: args.context,
+        },
+        connect_timeout: args.connect_timeout,
+        drain_timeout: args.drain_timeout,
+    }))
+}

@@ -1,0 +1,168 @@
+//! Self-metrics, in the Prometheus text format through `prometheus-client`.
+//!
+//! Owns the registry and every metric family. Labels are low-cardinality only
+//! (api, route, exporter, fixed reasons): never an object name or uid. Hot
+//! counters are resolved to handles once, so the per-event path does no
+//! label lookup.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::event::Api;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn l1(k: &'static str, v: &str) -> Labels {
+    vec![(k, v.to_string())]
+}
+
+fn l2(k1: &'static str, v1: &str, k2: &'static str, v2: &str) -> Labels {
+    vec![(k1, v1.to_string()), (k2, v2.to_string())]
+}
+
+/// Handles for one exporter's metrics.
+#[derive(Clone, Default)]
+pub struct ExporterMetrics {
+    pub exported: Counter,
+    pub batches: Counter,
+    pub queue_depth: Gauge,
+    failures: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    name: String,
+}
+
+impl ExporterMetrics {
+    /// A failed export attempt of `n` events, by the exporter's reason word.
+    pub fn failed(&self, reason: &str, n: u64) {
+        self.failures
+            .get_or_create(&l2("exporter", &self.name, "reason", reason))
+            .inc_by(n);
+    }
+
+    /// Events given up on (never silently): counted by reason.
+    pub fn dropped(&self, reason: &str, n: u64) {
+        self.dropped
+            .get_or_create(&l2("exporter", &self.name, "reason", reason))
+            .inc_by(n);
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    received: Family<Labels, Counter>,
+    received_handles: [[Counter; 3]; 2],
+    skipped: Family<Labels, Counter>,
+    watch_errors: Family<Labels, Counter>,
+    relists: Family<Labels, Counter>,
+    pub normalize_failed: Counter,
+    pub startup_dropped: Counter,
+    pub unrouted: Counter,
+    route_matched: Family<Labels, Counter>,
+    exported: Family<Labels, Counter>,
+    batches: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    queue_depth: Family<Labels, Gauge>,
+    pub checkpoint_pending: Gauge,
+}
+
+const RECEIVED_KINDS: [&str; 3] = ["listed", "applied", "deleted"];
+const APIS: [Api; 2] = [Api::CoreV1, Api::EventsV1];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("event_collector");
+        let received = Family::<Labels, Counter>::default();
+        let received_handles = APIS.map(|api| {
+            RECEIVED_KINDS.map(|k| received.get_or_create(&l2("api", api.as_str(), "kind", k)).clone())
+        });
+        let m = Self {
+            received,
+            received_handles,
+            skipped: Default::default(),
+            watch_errors: Default::default(),
+            relists: Default::default(),
+            normalize_failed: Default::default(),
+            startup_dropped: Default::default(),
+            unrouted: Default::default(),
+            route_matched: Default::default(),
+            exported: Default::default(),
+            batches: Default::default(),
+            failures: Default::default(),
+            dropped: Default::default(),
+            queue_depth: Default::default(),
+            checkpoint_pending: Default::default(),
+            registry: Registry::default(),
+        };
+        registry.register("events_received", "Event objects received from the API server, by api and kind (listed, applied, deleted)", m.received.clone());
+        registry.register("source_skipped", "Received objects not passed on: duplicate (same uid and resourceVersion) or unchanged (count did not go up)", m.skipped.clone());
+        registry.register("watch_errors", "Watch interruptions, by api and reason (gone = 410)", m.watch_errors.clone());
+        registry.register("watch_relists", "Relists after the first one, by api", m.relists.clone());
+        registry.register("events_normalize_failed", "Objects that could not be normalized (logged with their uid)", m.normalize_failed.clone());
+        registry.register("events_startup_dropped", "Events older than startup_max_age dropped from the startup list", m.startup_dropped.clone());
+        registry.register("events_unrouted", "Events that matched no route and were dropped", m.unrouted.clone());
+        registry.register("route_matched", "Events taken by each route", m.route_matched.clone());
+        registry.register("exporter_events", "Events acknowledged by each exporter", m.exported.clone());
+        registry.register("exporter_batches", "Batches acknowledged by each exporter", m.batches.clone());
+        registry.register("exporter_failures", "Events in failed export attempts, by exporter and reason (retried)", m.failures.clone());
+        registry.register("exporter_dropped", "Events an exporter gave up on, by exporter and reason", m.dropped.clone());
+        registry.register("exporter_queue_depth", "Events waiting in each exporter's queue", m.queue_depth.clone());
+        registry.register("checkpoint_pending", "Events passed on but not yet acknowledged by all their exporters", m.checkpoint_pending.clone());
+        Self { registry, ..m }
+    }
+
+    pub fn received(&self, api: Api, kind: &str) {
+        let a = APIS.iter().position(|x| *x == api).unwrap_or(0);
+        let k = RECEIVED_KINDS.iter().position(|x| *x == kind).unwrap_or(1);
+        self.received_handles[a][k].inc();
+    }
+
+    pub fn source_skipped(&self, reason: &'static str) {
+        self.skipped.get_or_create(&l1("reason", reason)).inc();
+    }
+
+    pub fn watch_error(&self, api: Api, reason: &'static str) {
+        self.watch_errors
+            .get_or_create(&l2("api", api.as_str(), "reason", reason))
+            .inc();
+    }
+
+    pub fn watch_relist(&self, api: Api) {
+        self.relists.get_or_create(&l1("api", api.as_str())).inc();
+    }
+
+    /// The counter of events taken by route `name`.
+    pub fn route_counter(&self, name: &str) -> Counter {
+        self.route_matched.get_or_create(&l1("route", name)).clone()
+    }
+
+    /// The handles of exporter `name`.
+    pub fn exporter(&self, name: &str) -> ExporterMetrics {
+        let l = l1("exporter", name);
+        ExporterMetrics {
+            exported: self.exported.get_or_create(&l).clone(),
+            batches: self.batches.get_or_create(&l).clone(),
+            queue_depth: self.queue_depth.get_or_create(&l).clone(),
+            failures: self.failures.clone(),
+            dropped: self.dropped.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

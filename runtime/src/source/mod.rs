@@ -1,0 +1,242 @@
+//! The source: Kubernetes Events from the API server, as one stream.
+//!
+//! Owns the watches (one per API and namespace, scoped server-side by
+//! namespace, field and label selectors), built on the kube-runtime `watcher`
+//! with no object cache, and the decision of what is worth passing on: a new
+//! event, a repeat whose count went up, optionally deletions and
+//! metadata-only updates. Relists and the second API's view of the same object
+//! are recognized by [`repeats::RepeatTracker`] and not passed on twice.
+//! Every item carries its resourceVersion and the watch it came from.
+
+pub mod client;
+pub mod repeats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, stream::BoxStream};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::runtime::WatchStreamExt;
+
+use crate::config::{SourceConfig, WatchApi};
+use crate::event::{Api, RawEvent, WatchType, occurrence_count};
+use crate::metrics::Metrics;
+use repeats::{RepeatTracker, Verdict};
+
+/// One watch: an API, a namespace (None = all) and the selectors sent to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSpec {
+    pub api: Api,
+    pub namespace: Option<String>,
+    pub field_selector: Option<String>,
+    pub label_selector: Option<String>,
+}
+
+impl std::fmt::Display for WatchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in {}", self.api, self.namespace.as_deref().unwrap_or("all namespaces"))?;
+        if let Some(fs) = &self.field_selector {
+            write!(f, " fields[{fs}]")?;
+        }
+        if let Some(ls) = &self.label_selector {
+            write!(f, " labels[{ls}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// The watches a source config asks for: include lists become one watch per
+/// namespace; exclusions become a field selector.
+pub fn watch_specs(cfg: &SourceConfig) -> Vec<WatchSpec> {
+    let apis: &[Api] = match cfg.api {
+        WatchApi::CoreV1 => &[Api::CoreV1],
+        WatchApi::EventsV1 => &[Api::EventsV1],
+        WatchApi::Both => &[Api::EventsV1, Api::CoreV1],
+    };
+    let mut fields: Vec<String> = cfg
+        .exclude_namespaces
+        .iter()
+        .map(|ns| format!("metadata.namespace!={ns}"))
+        .collect();
+    fields.extend(cfg.field_selector.iter().map(|s| s.trim().to_string()));
+    let field_selector = (!fields.is_empty()).then(|| fields.join(","));
+    let namespaces: Vec<Option<String>> = if cfg.namespaces.is_empty() {
+        vec![None]
+    } else {
+        cfg.namespaces.iter().cloned().map(Some).collect()
+    };
+    apis.iter()
+        .flat_map(|api| {
+            namespaces.iter().map(|ns| WatchSpec {
+                api: *api,
+                namespace: ns.clone(),
+                field_selector: field_selector.clone(),
+                label_selector: cfg.label_selector.clone(),
+            })
+        })
+        .collect()
+}
+
+/// An event worth passing on.
+#[derive(Debug, Clone)]
+pub struct SourceEvent {
+    pub api: Api,
+    pub watch_type: WatchType,
+    pub raw: RawEvent,
+    /// The count already passed on for this uid, if any.
+    pub prev_count: Option<u64>,
+    /// Index of the watch (in [`watch_specs`] order) it came from.
+    pub stream: usize,
+    /// Part of the first list a watch returned at startup.
+    pub initial: bool,
+}
+
+/// What the source stream yields.
+#[derive(Debug, Clone)]
+pub enum SourceItem {
+    Event(Box<SourceEvent>),
+    /// Watch `stream` finished a full list: it is established.
+    Listed { stream: usize },
+}
+
+/// What one raw watch yields, tagged with its index.
+type Tagged = (usize, Result<WatchEvent<RawEvent>, watcher::Error>);
+
+/// Opens the watches for `specs` and merges them into one stream.
+pub fn watch(client: kube::Client, cfg: &SourceConfig, specs: &[WatchSpec], metrics: Arc<Metrics>) -> impl Stream<Item = SourceItem> + Send + 'static {
+    let streams: Vec<BoxStream<'static, Tagged>> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let ar = spec.api.api_resource();
+            let api: kube::Api<RawEvent> = match &spec.namespace {
+                Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &ar),
+                None => kube::Api::all_with(client.clone(), &ar),
+            };
+            let mut wc = watcher::Config::default().page_size(cfg.page_size);
+            if let Some(f) = &spec.field_selector {
+                wc = wc.fields(f);
+            }
+            if let Some(l) = &spec.label_selector {
+                wc = wc.labels(l);
+            }
+            tracing::info!(watch = %spec, "starting watch");
+            watcher::watcher(api, wc)
+                .default_backoff()
+                .map(move |r| (i, r))
+                .boxed()
+        })
+        .collect();
+    let apis: Vec<Api> = specs.iter().map(|s| s.api).collect();
+    classify(futures::stream::select_all(streams), apis, cfg, metrics)
+}
+
+/// Turns tagged watcher events into [`SourceItem`]s; exposed for tests.
+pub fn classify<S>(input: S, apis: Vec<Api>, cfg: &SourceConfig, metrics: Arc<Metrics>) -> impl Stream<Item = SourceItem> + Send + 'static
+where
+    S: Stream<Item = Tagged> + Send + 'static,
+{
+    let mut state = Classifier {
+        tracker: RepeatTracker::new(cfg.repeat_cache_size, Duration::from_secs(3600)),
+        apis,
+        listed_once: Vec::new(),
+        export_deleted: cfg.export_deleted,
+        export_unchanged: cfg.export_unchanged,
+        metrics,
+    };
+    input.filter_map(move |(stream, ev)| futures::future::ready(state.on(stream, ev)))
+}
+
+struct Classifier {
+    tracker: RepeatTracker,
+    apis: Vec<Api>,
+    /// Per watch: has it finished its first list?
+    listed_once: Vec<bool>,
+    export_deleted: bool,
+    export_unchanged: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Classifier {
+    fn on(&mut self, stream: usize, ev: Result<WatchEvent<RawEvent>, watcher::Error>) -> Option<SourceItem> {
+        if self.listed_once.len() <= stream {
+            self.listed_once.resize(stream + 1, false);
+        }
+        let api = self.apis.get(stream).copied().unwrap_or(Api::EventsV1);
+        match ev {
+            Err(e) => {
+                let gone = matches!(&e, watcher::Error::WatchError(s) if s.code == 410);
+                self.metrics.watch_error(api, if gone { "gone" } else { "error" });
+                tracing::warn!(api = %api, error = %e, "watch interrupted; the watcher backs off and resumes");
+                None
+            }
+            Ok(WatchEvent::Init) => {
+                if self.listed_once[stream] {
+                    self.metrics.watch_relist(api);
+                    tracing::info!(api = %api, "relisting; events already passed on are recognized and not sent again");
+                }
+                None
+            }
+            Ok(WatchEvent::InitDone) => {
+                self.listed_once[stream] = true;
+                Some(SourceItem::Listed { stream })
+            }
+            Ok(WatchEvent::InitApply(raw)) => {
+                let initial = !self.listed_once[stream];
+                self.apply(stream, api, raw, initial)
+            }
+            Ok(WatchEvent::Apply(raw)) => self.apply(stream, api, raw, false),
+            Ok(WatchEvent::Delete(raw)) => {
+                self.metrics.received(api, "deleted");
+                if let Some(uid) = raw.metadata.uid.as_deref() {
+                    self.tracker.forget(uid);
+                }
+                self.export_deleted.then(|| {
+                    let prev = occurrence_count(&raw);
+                    SourceItem::Event(Box::new(SourceEvent {
+                        api,
+                        watch_type: WatchType::Deleted,
+                        raw,
+                        prev_count: Some(prev),
+                        stream,
+                        initial: false,
+                    }))
+                })
+            }
+        }
+    }
+
+    fn apply(&mut self, stream: usize, api: Api, raw: RawEvent, initial: bool) -> Option<SourceItem> {
+        self.metrics.received(api, if initial { "listed" } else { "applied" });
+        let count = occurrence_count(&raw);
+        // Objects without uid or resourceVersion still go on, so normalize can report them by name.
+        let verdict = match (raw.metadata.uid.as_deref(), raw.metadata.resource_version.as_deref()) {
+            (Some(uid), Some(rv)) => self.tracker.observe(uid, rv, count),
+            _ => Verdict::New,
+        };
+        let (watch_type, prev_count) = match verdict {
+            Verdict::New => (WatchType::Added, None),
+            Verdict::Repeat { prev } => (WatchType::Modified, Some(prev)),
+            Verdict::Unchanged { prev } if self.export_unchanged => (WatchType::Modified, Some(prev)),
+            Verdict::Unchanged { .. } => {
+                self.metrics.source_skipped("unchanged");
+                return None;
+            }
+            Verdict::Duplicate => {
+                self.metrics.source_skipped("duplicate");
+                return None;
+            }
+        };
+        Some(SourceItem::Event(Box::new(SourceEvent {
+            api,
+            watch_type,
+            raw,
+            prev_count,
+            stream,
+            initial,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! Remembers, per event uid, the count and resourceVersion last passed on, so
+//! the source can tell a new occurrence (count went up) from a re-delivery
+//! (relist, the other API's view, a metadata-only update).
+//!
+//! This is not an object cache: an entry is 40 bytes (a hash of the uid, the
+//! count, a hash of the resourceVersion, when it was last seen), capped at a configured
+//! size, with entries older than the event TTL evicted first.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    count: u64,
+    rv: u64,
+    /// Seconds since the tracker started, when last seen (for the TTL).
+    seen: u32,
+    /// Observation number, when last seen (for the eviction order).
+    order: u64,
+}
+
+/// What the tracker makes of one observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Never seen (or forgotten).
+    New,
+    /// Seen with a lower count: `prev` occurrences were passed on already.
+    Repeat { prev: u64 },
+    /// Same count, other resourceVersion: a metadata-only update.
+    Unchanged { prev: u64 },
+    /// Same uid and resourceVersion: the very same object again.
+    Duplicate,
+}
+
+pub struct RepeatTracker {
+    map: HashMap<u64, Entry>,
+    hasher: std::collections::hash_map::RandomState,
+    cap: usize,
+    ttl_secs: u32,
+    start: Instant,
+    order: u64,
+}
+
+impl RepeatTracker {
+    pub fn new(cap: usize, ttl: std::time::Duration) -> Self {
+        Self {
+            map: HashMap::with_capacity(cap.min(16 * 1024)),
+            hasher: Default::default(),
+            cap: cap.max(1),
+            ttl_secs: ttl.as_secs().min(u32::MAX as u64) as u32,
+            start: Instant::now(),
+            order: 0,
+        }
+    }
+
+    fn hash(&self, s: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        s.hash(&mut h);
+        h.finish()
+    }
+
+    fn now(&self) -> u32 {
+        self.start.elapsed().as_secs().min(u32::MAX as u64) as u32
+    }
+
+    /// Records an observation of `uid` at `rv` with `count` occurrences and
+    /// says what it is.
+    pub fn observe(&mut self, uid: &str, rv: &str, count: u64) -> Verdict {
+        let key = self.hash(uid);
+        let rv = self.hash(rv);
+        let seen = self.now();
+        self.order += 1;
+        let fresh = Entry {
+            count,
+            rv,
+            seen,
+            order: self.order,
+        };
+        let verdict = match self.map.insert(key, fresh) {
+            None => Verdict::New,
+            Some(old) if old.rv == rv => Verdict::Duplicate,
+            Some(old) if count > old.count => Verdict::Repeat { prev: old.count },
+            Some(old) => {
+                // Keep the highest count seen, so a stale view cannot re-add occurrences.
+                if old.count > count {
+                    self.map.insert(key, Entry { count: old.count, ..fresh });
+                }
+                Verdict::Unchanged { prev: old.count }
+            }
+        };
+        if self.map.len() > self.cap {
+            self.evict();
+        }
+        verdict
+    }
+
+    /// Forgets a uid (the event was deleted).
+    pub fn forget(&mut self, uid: &str) {
+        let key = self.hash(uid);
+        self.map.remove(&key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Drops entries older than the TTL; if that is not enough, the oldest
+    /// tenth. Amortized: runs only when the cap is passed.
+    fn evict(&mut self) {
+        let now = self.now();
+        let ttl = self.ttl_secs;
+        self.map.retain(|_, e| now.saturating_sub(e.seen) < ttl);
+        if self.map.len() > self.cap {
+            let mut orders: Vec<u64> = self.map.values().map(|e| e.order).collect();
+            let k = orders.len() / 10;
+            let (_, cut, _) = orders.select_nth_unstable(k);
+            let cut = *cut;
+            self.map.retain(|_, e| e.order > cut);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn verdicts() {
+        let mut t = RepeatTracker::new(100, Duration::from_secs(3600));
+        assert_eq!(t.observe("a", "1", 1), Verdict::New);
+        assert_eq!(t.observe("a", "1", 1), Verdict::Duplicate);
+        assert_eq!(t.observe("a", "2", 3), Verdict::Repeat { prev: 1 });
+        assert_eq!(t.observe("a", "3", 3), Verdict::Unchanged { prev: 3 });
+        // A stale view with a lower count does not lower the remembered count.
+        assert_eq!(t.observe("a", "4", 2), Verdict::Unchanged { prev: 3 });
+        assert_eq!(t.observe("a", "5", 4), Verdict::Repeat { prev: 3 });
+        t.forget("a");
+        assert_eq!(t.observe("a", "6", 4), Verdict::New);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut t = RepeatTracker::new(1000, Duration::from_secs(3600));
+        for i in 0..10_000 {
+            t.observe(&format!("uid-{i}"), "1", 1);
+            assert!(t.len() <= 1000);
+        }
+        assert!(t.len() >= 900, "eviction keeps most entries: {}", t.len());
+    }
+}

@@ -1,0 +1,141 @@
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::runtime::watcher::Event as WatchEvent;
+use serde_json::json;
+
+use super::*;
+use crate::config::SourceConfig;
+
+fn raw(uid: &str, rv: &str, count: i64) -> RawEvent {
+    serde_json::from_value(json!({
+        "metadata": {"uid": uid, "resourceVersion": rv, "name": format!("ev-{uid}"), "namespace": "ns"},
+        "count": count, "reason": "BackOff"
+    }))
+    .expect("raw event")
+}
+
+async fn run(cfg: SourceConfig, input: Vec<(usize, WatchEvent<RawEvent>)>) -> Vec<SourceItem> {
+    let apis = vec![Api::EventsV1, Api::CoreV1];
+    let stream = futures::stream::iter(input.into_iter().map(|(i, e)| (i, Ok(e))));
+    classify(stream, apis, &cfg, Arc::new(Metrics::new())).collect().await
+}
+
+fn events(items: &[SourceItem]) -> Vec<(String, WatchType, Option<u64>, bool)> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            SourceItem::Event(e) => Some((
+                e.raw.metadata.resource_version.clone().unwrap_or_default(),
+                e.watch_type,
+                e.prev_count,
+                e.initial,
+            )),
+            SourceItem::Listed { .. } => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn list_then_watch_repeats_and_relist() {
+    let input = vec![
+        (0, WatchEvent::Init),
+        (0, WatchEvent::InitApply(raw("a", "1", 1))),
+        (0, WatchEvent::InitDone),
+        (0, WatchEvent::Apply(raw("b", "2", 1))),
+        // A repeat: count went up.
+        (0, WatchEvent::Apply(raw("a", "3", 2))),
+        // A metadata-only update: same count, new resourceVersion.
+        (0, WatchEvent::Apply(raw("a", "4", 2))),
+        // A relist (after 410): everything comes again.
+        (0, WatchEvent::Init),
+        (0, WatchEvent::InitApply(raw("a", "4", 2))),
+        (0, WatchEvent::InitApply(raw("b", "2", 1))),
+        (0, WatchEvent::InitApply(raw("c", "5", 1))),
+        (0, WatchEvent::InitDone),
+        (0, WatchEvent::Delete(raw("c", "6", 1))),
+    ];
+    let items = run(SourceConfig::default(), input).await;
+    assert_eq!(
+        events(&items),
+        vec![
+            ("1".into(), WatchType::Added, None, true),
+            ("2".into(), WatchType::Added, None, false),
+            ("3".into(), WatchType::Modified, Some(1), false),
+            // Relist: only the new one, and it is not part of the *startup* list.
+            ("5".into(), WatchType::Added, None, false),
+        ]
+    );
+    let listed = items.iter().filter(|i| matches!(i, SourceItem::Listed { stream: 0 })).count();
+    assert_eq!(listed, 2);
+}
+
+#[tokio::test]
+async fn both_apis_pass_each_object_once() {
+    // The same object seen through both APIs (same uid and resourceVersion).
+    let input = vec![
+        (0, WatchEvent::Apply(raw("a", "1", 1))),
+        (1, WatchEvent::Apply(raw("a", "1", 1))),
+        (1, WatchEvent::Apply(raw("a", "2", 2))),
+        (0, WatchEvent::Apply(raw("a", "2", 2))),
+    ];
+    let items = run(SourceConfig::default(), input).await;
+    let ev = events(&items);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[1], ("2".into(), WatchType::Modified, Some(1), false));
+}
+
+#[tokio::test]
+async fn deleted_and_unchanged_are_opt_in() {
+    let input = || {
+        vec![
+            (0, WatchEvent::Apply(raw("a", "1", 1))),
+            (0, WatchEvent::Apply(raw("a", "2", 1))),
+            (0, WatchEvent::Delete(raw("a", "3", 1))),
+        ]
+    };
+    assert_eq!(events(&run(SourceConfig::default(), input()).await).len(), 1);
+    let cfg = SourceConfig {
+        export_deleted: true,
+        export_unchanged: true,
+        ..Default::default()
+    };
+    let ev = events(&run(cfg, input()).await);
+    assert_eq!(
+        ev,
+        vec![
+            ("1".into(), WatchType::Added, None, false),
+            ("2".into(), WatchType::Modified, Some(1), false),
+            ("3".into(), WatchType::Deleted, Some(1), false),
+        ]
+    );
+}
+
+#[test]
+fn specs_scope_server_side() {
+    let cfg = SourceConfig {
+        api: WatchApi::Both,
+        exclude_namespaces: vec!["kube-system".into(), "kube-public".into()],
+        field_selector: Some("type=Warning".into()),
+        label_selector: Some("team=a".into()),
+        ..Default::default()
+    };
+    let specs = watch_specs(&cfg);
+    assert_eq!(specs.len(), 2);
+    assert_eq!(specs[0].api, Api::EventsV1);
+    assert_eq!(specs[1].api, Api::CoreV1);
+    assert_eq!(
+        specs[0].field_selector.as_deref(),
+        Some("metadata.namespace!=kube-system,metadata.namespace!=kube-public,type=Warning")
+    );
+    assert_eq!(specs[0].namespace, None);
+    assert_eq!(specs[0].label_selector.as_deref(), Some("team=a"));
+
+    let cfg = SourceConfig {
+        namespaces: vec!["a".into(), "b".into()],
+        ..Default::default()
+    };
+    let specs = watch_specs(&cfg);
+    assert_eq!(specs.iter().map(|s| s.namespace.as_deref()).collect::<Vec<_>>(), vec![Some("a"), Some("b")]);
+    assert!(specs.iter().all(|s| s.field_selector.is_none() && s.api == Api::EventsV1));
+}
