@@ -23,7 +23,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 exec 3>&1 1>&2
 
 case "${1:-}" in
-  -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&3; exit 0 ;;
 esac
 [ $# -le 1 ] || { log "usage: $0 [DIR]"; exit 2; }
 

@@ -33,11 +33,7 @@ pub struct StdoutConfig {
 impl StdoutConfig {
     /// Builds the exporter named `name`. Nothing can be invalid yet.
     pub fn build(&self, name: &str) -> Result<StdoutExporter, ConfigError> {
-        Ok(StdoutExporter::with_writer(
-            name,
-            self.pretty,
-            Box::new(io::stdout()),
-        ))
+        Ok(StdoutExporter::with_writer(name, self.pretty, Box::new(io::stdout())))
     }
 }
 
@@ -117,10 +113,7 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                let message = format!(
-                    "stdout exporter `{}`: cannot write to stdout: {e}",
-                    self.name
-                );
+                let message = format!("stdout exporter `{}`: cannot write to stdout: {e}", self.name);
                 if health.is_none() {
                     tracing::warn!(exporter = %self.name, error = %e, "stdout exporter cannot write");
                 }
@@ -211,10 +204,7 @@ impl Exporter for StdoutExporter {
             .unwrap_or_else(|e| {
                 Err(ExportError::transient(
                     "io",
-                    format!(
-                        "stdout exporter `{}`: writer task failed: {e}",
-                        self.shared.name
-                    ),
+                    format!("stdout exporter `{}`: writer task failed: {e}", self.shared.name),
                 ))
             })
     }
@@ -226,17 +216,11 @@ impl Exporter for StdoutExporter {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ExportError::transient(
                 "io",
-                format!(
-                    "stdout exporter `{}`: cannot flush stdout: {e}",
-                    self.shared.name
-                ),
+                format!("stdout exporter `{}`: cannot flush stdout: {e}", self.shared.name),
             )),
             Err(e) => Err(ExportError::transient(
                 "io",
-                format!(
-                    "stdout exporter `{}`: flush task failed: {e}",
-                    self.shared.name
-                ),
+                format!("stdout exporter `{}`: flush task failed: {e}", self.shared.name),
             )),
         }
     }
@@ -283,10 +267,7 @@ mod tests {
 
     fn exporter(pretty: bool) -> (StdoutExporter, Sink) {
         let sink = Sink::default();
-        (
-            StdoutExporter::with_writer("out", pretty, Box::new(sink.clone())),
-            sink,
-        )
+        (StdoutExporter::with_writer("out", pretty, Box::new(sink.clone())), sink)
     }
 
     fn text(sink: &Sink) -> String {
@@ -302,15 +283,8 @@ mod tests {
             .unwrap();
         e.export(&[rec(r#"{"d":4}"#)]).await.unwrap();
         e.export(&[]).await.unwrap();
-        assert_eq!(
-            text(&sink),
-            "{\"a\":1}\n{\"b\":\"x y\"}\n{ \"c\":2}\n{\"d\":4}\n"
-        );
-        assert_eq!(
-            *sink.writes.lock().unwrap(),
-            2,
-            "one write per non-empty batch"
-        );
+        assert_eq!(text(&sink), "{\"a\":1}\n{\"b\":\"x y\"}\n{ \"c\":2}\n{\"d\":4}\n");
+        assert_eq!(*sink.writes.lock().unwrap(), 2, "one write per non-empty batch");
         assert_eq!(e.health(), Health::Ready);
         e.flush().await.unwrap();
     }

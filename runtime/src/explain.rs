@@ -63,7 +63,12 @@ pub fn explain(config: &Config, event: &Event) -> String {
     );
     let mut exporters: Vec<&str> = Vec::new();
     for (v, route) in table.explain(event).iter().zip(table.routes()) {
-        let _ = writeln!(out, "route {:?}: {}", v.route, if v.taken { "TAKEN" } else { "not taken" });
+        let _ = writeln!(
+            out,
+            "route {:?}: {}",
+            v.route,
+            if v.taken { "TAKEN" } else { "not taken" }
+        );
         for r in &v.reasons {
             let _ = writeln!(out, "  - {r}");
         }
@@ -71,11 +76,19 @@ pub fn explain(config: &Config, event: &Event) -> String {
             if !route.filters.is_empty() {
                 let _ = writeln!(out, "  filters: {}", route.filters.join(" → "));
             }
-            let names: Vec<&str> = route.exporters.iter().map(|&i| config.exporters[i].name.as_str()).collect();
+            let names: Vec<&str> = route
+                .exporters
+                .iter()
+                .map(|&i| config.exporters[i].name.as_str())
+                .collect();
             let _ = writeln!(
                 out,
                 "  exporters: {}",
-                if names.is_empty() { "(none: dropped on purpose)".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "(none: dropped on purpose)".to_string()
+                } else {
+                    names.join(", ")
+                }
             );
             for n in names {
                 if !exporters.contains(&n) {
@@ -88,10 +101,17 @@ pub fn explain(config: &Config, event: &Event) -> String {
         let _ = writeln!(
             out,
             "result: sent to {}",
-            if exporters.is_empty() { "no exporter".to_string() } else { exporters.join(", ") }
+            if exporters.is_empty() {
+                "no exporter".to_string()
+            } else {
+                exporters.join(", ")
+            }
         );
     } else {
-        let _ = writeln!(out, "result: unrouted (counted in event_collector_events_unrouted and dropped)");
+        let _ = writeln!(
+            out,
+            "result: unrouted (counted in event_collector_events_unrouted and dropped)"
+        );
     }
     out
 }

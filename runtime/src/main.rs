@@ -1,5 +1,6 @@
 //! The `event-collector` command line: parse arguments, call into the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,7 +12,11 @@ use event_collector::explain;
 use event_collector::source::client::ClientOptions;
 
 #[derive(Parser, Debug)]
-#[command(name = "event-collector", version, about = "Keeps Kubernetes Events: watch, normalize, filter, route, export")]
+#[command(
+    name = "event-collector",
+    version,
+    about = "Keeps Kubernetes Events: watch, normalize, filter, route, export"
+)]
 struct Cli {
     /// Config file (default: event-collector.toml here, else beside the binary).
     #[arg(long, short, global = true, env = "EVENT_COLLECTOR_CONFIG")]
@@ -80,7 +85,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -82,9 +82,8 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("event_collector");
         let received = Family::<Labels, Counter>::default();
-        let received_handles = APIS.map(|api| {
-            RECEIVED_KINDS.map(|k| received.get_or_create(&l2("api", api.as_str(), "kind", k)).clone())
-        });
+        let received_handles =
+            APIS.map(|api| RECEIVED_KINDS.map(|k| received.get_or_create(&l2("api", api.as_str(), "kind", k)).clone()));
         let m = Self {
             received,
             received_handles,
@@ -103,20 +102,68 @@ impl Metrics {
             checkpoint_pending: Default::default(),
             registry: Registry::default(),
         };
-        registry.register("events_received", "Event objects received from the API server, by api and kind (listed, applied, deleted)", m.received.clone());
+        registry.register(
+            "events_received",
+            "Event objects received from the API server, by api and kind (listed, applied, deleted)",
+            m.received.clone(),
+        );
         registry.register("source_skipped", "Received objects not passed on: duplicate (same uid and resourceVersion) or unchanged (count did not go up)", m.skipped.clone());
-        registry.register("watch_errors", "Watch interruptions, by api and reason (gone = 410)", m.watch_errors.clone());
-        registry.register("watch_relists", "Relists after the first one, by api", m.relists.clone());
-        registry.register("events_normalize_failed", "Objects that could not be normalized (logged with their uid)", m.normalize_failed.clone());
-        registry.register("events_startup_dropped", "Events older than startup_max_age dropped from the startup list", m.startup_dropped.clone());
-        registry.register("events_unrouted", "Events that matched no route and were dropped", m.unrouted.clone());
+        registry.register(
+            "watch_errors",
+            "Watch interruptions, by api and reason (gone = 410)",
+            m.watch_errors.clone(),
+        );
+        registry.register(
+            "watch_relists",
+            "Relists after the first one, by api",
+            m.relists.clone(),
+        );
+        registry.register(
+            "events_normalize_failed",
+            "Objects that could not be normalized (logged with their uid)",
+            m.normalize_failed.clone(),
+        );
+        registry.register(
+            "events_startup_dropped",
+            "Events older than startup_max_age dropped from the startup list",
+            m.startup_dropped.clone(),
+        );
+        registry.register(
+            "events_unrouted",
+            "Events that matched no route and were dropped",
+            m.unrouted.clone(),
+        );
         registry.register("route_matched", "Events taken by each route", m.route_matched.clone());
-        registry.register("exporter_events", "Events acknowledged by each exporter", m.exported.clone());
-        registry.register("exporter_batches", "Batches acknowledged by each exporter", m.batches.clone());
-        registry.register("exporter_failures", "Events in failed export attempts, by exporter and reason (retried)", m.failures.clone());
-        registry.register("exporter_dropped", "Events an exporter gave up on, by exporter and reason", m.dropped.clone());
-        registry.register("exporter_queue_depth", "Events waiting in each exporter's queue", m.queue_depth.clone());
-        registry.register("checkpoint_pending", "Events passed on but not yet acknowledged by all their exporters", m.checkpoint_pending.clone());
+        registry.register(
+            "exporter_events",
+            "Events acknowledged by each exporter",
+            m.exported.clone(),
+        );
+        registry.register(
+            "exporter_batches",
+            "Batches acknowledged by each exporter",
+            m.batches.clone(),
+        );
+        registry.register(
+            "exporter_failures",
+            "Events in failed export attempts, by exporter and reason (retried)",
+            m.failures.clone(),
+        );
+        registry.register(
+            "exporter_dropped",
+            "Events an exporter gave up on, by exporter and reason",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "exporter_queue_depth",
+            "Events waiting in each exporter's queue",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "checkpoint_pending",
+            "Events passed on but not yet acknowledged by all their exporters",
+            m.checkpoint_pending.clone(),
+        );
         Self { registry, ..m }
     }
 

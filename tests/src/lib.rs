@@ -84,7 +84,11 @@ impl Cluster {
             pipe.write_all(input.as_bytes())?;
         }
         let out = child.wait_with_output()?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok((out.status.success(), text))
     }
 
@@ -117,7 +121,8 @@ pub fn collector_bin() -> &'static Path {
         let profile = profile_dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(repo_root()).args(["build", "-q", "-p", "event-collector", "--bin", "event-collector"]);
+        cmd.current_dir(repo_root())
+            .args(["build", "-q", "-p", "event-collector", "--bin", "event-collector"]);
         if profile != "debug" {
             cmd.args(["--profile", if profile == "release" { "release" } else { profile }]);
         }
@@ -223,7 +228,8 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 
 /// Waits until the Volume directory holds at least `n` events; returns them.
 pub fn wait_for_events(dir: &Path, n: usize, timeout: Duration) -> Vec<Value> {
-    wait_for(timeout, || read_volume(dir).ok().filter(|v| v.len() >= n)).unwrap_or_else(|| read_volume(dir).unwrap_or_default())
+    wait_for(timeout, || read_volume(dir).ok().filter(|v| v.len() >= n))
+        .unwrap_or_else(|| read_volume(dir).unwrap_or_default())
 }
 
 /// Creating Events through either API, as a real client would.
@@ -291,12 +297,16 @@ pub mod events {
 
     pub async fn create_core(client: &kube::Client, ev: &CoreEvent) -> anyhow::Result<CoreEvent> {
         let ns = ev.metadata.namespace.as_deref().unwrap_or("default");
-        Ok(Api::<CoreEvent>::namespaced(client.clone(), ns).create(&PostParams::default(), ev).await?)
+        Ok(Api::<CoreEvent>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), ev)
+            .await?)
     }
 
     pub async fn create_v1(client: &kube::Client, ev: &V1Event) -> anyhow::Result<V1Event> {
         let ns = ev.metadata.namespace.as_deref().unwrap_or("default");
-        Ok(Api::<V1Event>::namespaced(client.clone(), ns).create(&PostParams::default(), ev).await?)
+        Ok(Api::<V1Event>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), ev)
+            .await?)
     }
 
     /// Records a repeat the way client-go's core recorder does: count and lastTimestamp go up.

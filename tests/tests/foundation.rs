@@ -46,10 +46,26 @@ async fn create_mixed(cluster: &Cluster, ns: &str) -> Vec<(String, &'static str)
     let client = cluster.admin_client().await.expect("admin client");
     let mut uids = Vec::new();
     for i in 0..3 {
-        let ev = events::core(ns, &format!("core-{i}"), "Warning", "BackOff", "Pod", &format!("web-{i}"), "Back-off restarting failed container");
+        let ev = events::core(
+            ns,
+            &format!("core-{i}"),
+            "Warning",
+            "BackOff",
+            "Pod",
+            &format!("web-{i}"),
+            "Back-off restarting failed container",
+        );
         let created = events::create_core(&client, &ev).await.expect("create core event");
         uids.push((created.metadata.uid.unwrap(), "core"));
-        let ev = events::v1(ns, &format!("v1-{i}"), "Normal", "Scheduled", "Pod", &format!("job-{i}"), "Successfully assigned");
+        let ev = events::v1(
+            ns,
+            &format!("v1-{i}"),
+            "Normal",
+            "Scheduled",
+            "Pod",
+            &format!("job-{i}"),
+            "Successfully assigned",
+        );
         let created = events::create_v1(&client, &ev).await.expect("create v1 event");
         uids.push((created.metadata.uid.unwrap(), "v1"));
     }
@@ -137,12 +153,18 @@ async fn modified_repeats_are_new_occurrences() {
     let config = write_config(work.path(), &volume_config("events.k8s.io/v1", &out));
     let collector = Collector::start(&config, cluster.collector_kubeconfig(), &[]).unwrap();
 
-    let core = events::create_core(&client, &events::core("e2e", "rep-core", "Warning", "BackOff", "Pod", "web", "crash"))
-        .await
-        .unwrap();
-    let v1 = events::create_v1(&client, &events::v1("e2e", "rep-v1", "Warning", "FailedMount", "Pod", "db", "mount failed"))
-        .await
-        .unwrap();
+    let core = events::create_core(
+        &client,
+        &events::core("e2e", "rep-core", "Warning", "BackOff", "Pod", "web", "crash"),
+    )
+    .await
+    .unwrap();
+    let v1 = events::create_v1(
+        &client,
+        &events::v1("e2e", "rep-v1", "Warning", "FailedMount", "Pod", "db", "mount failed"),
+    )
+    .await
+    .unwrap();
     wait_for_events(&out, 2, WAIT);
     events::repeat_core(&client, "e2e", "rep-core", 2).await.unwrap();
     events::repeat_core(&client, "e2e", "rep-core", 5).await.unwrap();
@@ -153,12 +175,22 @@ async fn modified_repeats_are_new_occurrences() {
     std::thread::sleep(Duration::from_secs(2));
     let got = read_volume(&out).unwrap();
     let log = collector.log_text();
-    assert_eq!(got.len(), 5, "2 created + 3 repeats, the label change is not exported; log:\n{log}\n{got:#?}");
+    assert_eq!(
+        got.len(),
+        5,
+        "2 created + 3 repeats, the label change is not exported; log:\n{log}\n{got:#?}"
+    );
 
     let core_lines = by_uid(&got, core.metadata.uid.as_deref().unwrap());
     let counts: Vec<(u64, u64, &str)> = core_lines
         .iter()
-        .map(|e| (e["count"].as_u64().unwrap(), e["count_delta"].as_u64().unwrap(), e["watch_type"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["count"].as_u64().unwrap(),
+                e["count_delta"].as_u64().unwrap(),
+                e["watch_type"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(counts, vec![(1, 1, "ADDED"), (2, 1, "MODIFIED"), (5, 3, "MODIFIED")]);
     let v1_lines = by_uid(&got, v1.metadata.uid.as_deref().unwrap());
@@ -180,7 +212,9 @@ async fn collector_user_has_only_get_list_watch() {
     assert!(!ok, "creating an event as the collector must be denied: {out}");
     assert!(out.contains("Forbidden") || out.contains("forbidden"), "{out}");
     let can = |verb: &str, what: &str| {
-        let (_, out) = cluster.kubectl(kc, &["auth", "can-i", verb, what, "--all-namespaces"], None).unwrap();
+        let (_, out) = cluster
+            .kubectl(kc, &["auth", "can-i", verb, what, "--all-namespaces"], None)
+            .unwrap();
         out.trim().to_string()
     };
     assert_eq!(can("list", "events"), "yes");
@@ -259,9 +293,9 @@ exporters = ["rest"]
     for ev in [
         mk("apps", "w-sched", "Warning", "FailedScheduling"), // warnings + scheduling
         mk("apps", "n-sched", "Normal", "Scheduled"),         // scheduling
-        mk("apps", "w-other", "Warning", "BackOff"),          // warnings + rest (default: warnings continued, nothing else matched)
-        mk("kube-system-like", "ks", "Warning", "BackOff"),   // rest
-        mk("batch", "n-other", "Normal", "Pulled"),           // rest
+        mk("apps", "w-other", "Warning", "BackOff"), // warnings + rest (default: warnings continued, nothing else matched)
+        mk("kube-system-like", "ks", "Warning", "BackOff"), // rest
+        mk("batch", "n-other", "Normal", "Pulled"),  // rest
     ] {
         events::create_v1(&client, &ev).await.unwrap();
     }
@@ -292,9 +326,12 @@ async fn startup_exports_the_backlog_or_only_recent_events() {
     old.first_timestamp = Some(two_hours_ago.clone());
     old.last_timestamp = Some(two_hours_ago);
     events::create_core(&client, &old).await.unwrap();
-    events::create_core(&client, &events::core("e2e", "recent", "Normal", "Pulled", "Pod", "b", "recent"))
-        .await
-        .unwrap();
+    events::create_core(
+        &client,
+        &events::core("e2e", "recent", "Normal", "Pulled", "Pod", "b", "recent"),
+    )
+    .await
+    .unwrap();
 
     let work = tempfile::tempdir().unwrap();
     // startup = "all": both are exported.
@@ -334,7 +371,10 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
     let out = work.path().join("events");
     let config = write_config(work.path(), &volume_config("events.k8s.io/v1", &out));
     let mut collector = Collector::start(&config, cluster.collector_kubeconfig(), &[]).unwrap();
-    wait_for(WAIT, || collector.log_text().contains("watch established").then_some(())).expect("watch established");
+    wait_for(WAIT, || {
+        collector.log_text().contains("watch established").then_some(())
+    })
+    .expect("watch established");
     let status = collector.terminate().unwrap();
     assert!(status.success(), "exit status {status}; log:\n{}", collector.log_text());
     assert!(collector.log_text().contains("SIGTERM"));
@@ -352,13 +392,23 @@ fn unreachable_api_server_is_a_clear_error() {
     )
     .unwrap();
     let out = std::process::Command::new(event_collector_e2e::collector_bin())
-        .args(["--config", config.to_str().unwrap(), "--kubeconfig", kc.to_str().unwrap(), "--connect-timeout", "1s"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--connect-timeout",
+            "1s",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or("");
-    assert!(last.starts_with("error: cannot reach the API server at https://127.0.0.1:1/"), "{err}");
+    assert!(
+        last.starts_with("error: cannot reach the API server at https://127.0.0.1:1/"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
     // A kubeconfig that does not exist names the file.

@@ -112,17 +112,10 @@ pub(super) fn reconcile(ctx: &Ctx) {
     // before its rename) but not yet deleted.
     for (key, found) in &mut files {
         if found.tmp {
-            remove(
-                ctx,
-                &path(key, Variant::GzTmp),
-                "an interrupted compression",
-            );
+            remove(ctx, &path(key, Variant::GzTmp), "an interrupted compression");
             found.tmp = false;
         }
-        if found.plain
-            && found.gz
-            && remove(ctx, &path(key, Variant::Plain), "a file already compressed")
-        {
+        if found.plain && found.gz && remove(ctx, &path(key, Variant::Plain), "a file already compressed") {
             found.plain = false;
         }
     }
@@ -133,14 +126,7 @@ pub(super) fn reconcile(ctx: &Ctx) {
     if let Some(max_age) = ctx.max_age {
         let now = SystemTime::now();
         for (key, found) in &files {
-            let p = path(
-                key,
-                if found.gz {
-                    Variant::Gz
-                } else {
-                    Variant::Plain
-                },
-            );
+            let p = path(key, if found.gz { Variant::Gz } else { Variant::Plain });
             let too_old = fs::metadata(&p)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > max_age));
@@ -186,13 +172,7 @@ pub(super) fn reconcile(ctx: &Ctx) {
                 continue;
             }
             let plain = path(key, Variant::Plain);
-            match compress(
-                ctx,
-                &plain,
-                &path(key, Variant::GzTmp),
-                &path(key, Variant::Gz),
-                level,
-            ) {
+            match compress(ctx, &plain, &path(key, Variant::GzTmp), &path(key, Variant::Gz), level) {
                 Ok(true) => bump(&ctx.stats.files_compressed, 1),
                 Ok(false) => {}
                 Err(e) => {
@@ -221,24 +201,14 @@ fn remove(ctx: &Ctx, path: &Path, why: &str) -> bool {
 
 /// `plain` → `tmp` (gzip, fsync) → renamed to `gz` → `plain` deleted.
 /// `Ok(false)` if `plain` is gone already.
-fn compress(
-    ctx: &Ctx,
-    plain: &Path,
-    tmp: &Path,
-    gz: &Path,
-    level: flate2::Compression,
-) -> io::Result<bool> {
+fn compress(ctx: &Ctx, plain: &Path, tmp: &Path, gz: &Path, level: flate2::Compression) -> io::Result<bool> {
     let src = match File::open(plain) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
     let modified = src.metadata()?.modified()?;
-    let out = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)?;
+    let out = OpenOptions::new().write(true).create(true).truncate(true).open(tmp)?;
     let mut encoder = GzEncoder::new(BufWriter::with_capacity(256 << 10, out), level);
     io::copy(&mut BufReader::with_capacity(256 << 10, src), &mut encoder)?;
     let out = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;

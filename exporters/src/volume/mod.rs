@@ -32,7 +32,9 @@
 //! own: a batch is never split), or when its first record is older than
 //! `rotate_interval` (checked on every batch and by a background thread, so an
 //! idle file rotates on time too). An empty file is never rotated. After a
-//! rotation a new, empty active file is created.
+//! rotation a new, empty active file is created. After a restart, the age of
+//! an active file that already holds records counts from its creation time
+//! (where the filesystem records one; otherwise from the restart).
 //!
 //! With `compress = true`, rotated files are gzipped by a background thread,
 //! off the write path: `x.jsonl` is compressed to `x.jsonl.gz.tmp`, which is
@@ -68,7 +70,8 @@
 //!
 //! Unless `never`, the active file is also fsynced before it is rotated, and
 //! the directory after files are created or renamed. `flush` fsyncs the active
-//! file whatever the policy.
+//! file whatever the policy (and, with `never`, the files rotated since the
+//! last flush).
 //!
 //! A file never keeps a torn line: if a write fails part-way (disk full, I/O
 //! error) or the fsync of `always` fails, the file is truncated back to its
@@ -97,7 +100,8 @@
 //! The message names the path and the OS error. Until a write succeeds again,
 //! [`Exporter::health`] is `NotReady` with that message. A batch is either
 //! written entirely (`Ok`) or not at all (`Err`): nothing is dropped, and the
-//! pipeline can resend the same batch. The exporter reopens its file, recreates
+//! pipeline can resend the same batch. (A write that started goes on even if
+//! the `export` future is dropped; a resend after that is a duplicate.) The exporter reopens its file, recreates
 //! the directory and re-takes its lock as needed, so it recovers by itself once
 //! the cause is gone. If the active file is deleted or replaced behind the
 //! exporter's back, the next batch notices and goes to a new active file.
@@ -226,10 +230,7 @@ pub struct VolumeConfig {
 
     /// Rotate the active file once its first record is this old, even if no
     /// more events arrive. Default `"1h"`; `"0s"` turns time rotation off.
-    #[serde(
-        default = "default_rotate_interval",
-        deserialize_with = "units::de_duration"
-    )]
+    #[serde(default = "default_rotate_interval", deserialize_with = "units::de_duration")]
     pub rotate_interval: Duration,
 
     /// Gzip rotated files (`.jsonl.gz`) in the background. Default `false`.
@@ -306,14 +307,10 @@ impl VolumeConfig {
             )));
         }
         if self.max_files == Some(0) {
-            return Err(err(
-                "`max_files` must be at least 1 (omit it for no limit)".into()
-            ));
+            return Err(err("`max_files` must be at least 1 (omit it for no limit)".into()));
         }
         if self.max_age.is_some_and(|a| a.is_zero()) {
-            return Err(err(
-                "`max_age` must be greater than zero (omit it for no limit)".into(),
-            ));
+            return Err(err("`max_age` must be greater than zero (omit it for no limit)".into()));
         }
 
         let ctx = Arc::new(Ctx {
@@ -325,9 +322,7 @@ impl VolumeConfig {
             max_file_size: self.max_file_size,
             rotate_interval: Some(self.rotate_interval).filter(|d| !d.is_zero()),
             fsync: self.fsync,
-            compression: self
-                .compress
-                .then(|| flate2::Compression::new(self.compression_level)),
+            compression: self.compress.then(|| flate2::Compression::new(self.compression_level)),
             max_files: self.max_files,
             max_age: self.max_age,
             stats: Arc::new(VolumeStats::default()),
@@ -462,11 +457,7 @@ impl Ctx {
     fn io_error(&self, action: &str, path: &Path, e: &io::Error) -> ExportError {
         ExportError::transient(
             classify(e),
-            format!(
-                "volume exporter `{}`: {action} `{}`: {e}",
-                self.name,
-                path.display()
-            ),
+            format!("volume exporter `{}`: {action} `{}`: {e}", self.name, path.display()),
         )
     }
 
@@ -526,12 +517,13 @@ impl Inner {
         let mut w = lock(&self.writer);
         self.prepared.store(true, Ordering::Release);
         let result = w.write_batch(&self.ctx, batch);
-        if result.is_ok() && matches!(self.ctx.fsync, FsyncPolicy::Interval(_)) {
-            self.unsynced.store(true, Ordering::Release);
-        }
-        drop(w);
+        // Health changes under the writer lock, so that they keep the order
+        // of the writes (and of the startup preparation).
         match &result {
             Ok(bytes) => {
+                if matches!(self.ctx.fsync, FsyncPolicy::Interval(_)) {
+                    self.unsynced.store(true, Ordering::Release);
+                }
                 let s = &self.ctx.stats;
                 bump(&s.batches, 1);
                 bump(&s.records, batch.len() as u64);
@@ -543,6 +535,7 @@ impl Inner {
                 self.set_not_ready(&e.message);
             }
         }
+        drop(w);
         result.map(|_| ())
     }
 
@@ -563,8 +556,20 @@ impl Inner {
 
     /// fsyncs the active file now, whatever the policy.
     fn flush(&self) -> Result<(), ExportError> {
-        let w = lock(&self.writer);
-        let Some(file) = w.active_file() else {
+        // fsync outside the lock so that writes go on meanwhile.
+        let (file, rotated) = {
+            let mut w = lock(&self.writer);
+            (w.active_file(), w.take_rotated_unsynced())
+        };
+        for path in rotated {
+            // Gone (compressed: the .gz was fsynced; or deleted): nothing to do.
+            if let Ok(f) = std::fs::File::open(&path) {
+                bump(&self.ctx.stats.fsyncs, 1);
+                f.sync_data()
+                    .map_err(|e| self.ctx.io_error("cannot fsync", &path, &e))?;
+            }
+        }
+        let Some(file) = file else {
             return Ok(());
         };
         let was_unsynced = self.unsynced.swap(false, Ordering::AcqRel);
@@ -589,11 +594,8 @@ impl Inner {
         }
         let tick = tick.max(Duration::from_millis(10));
         self.prepare();
-        loop {
-            match shutdown.recv_timeout(tick) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-            }
+        // Nothing is ever sent: the channel only closes when the exporter drops.
+        while let Err(RecvTimeoutError::Timeout) = shutdown.recv_timeout(tick) {
             if !self.prepared.load(Ordering::Acquire) {
                 self.prepare();
             }
@@ -615,11 +617,10 @@ impl Inner {
         match w.prepare(&self.ctx) {
             Ok(()) => {
                 self.prepared.store(true, Ordering::Release);
-                drop(w);
+                *lock(&self.last_prepare_error) = None;
                 self.set_ready();
             }
             Err(e) => {
-                drop(w);
                 let mut last = lock(&self.last_prepare_error);
                 if last.as_deref() != Some(e.message.as_str()) {
                     tracing::warn!(exporter = %self.ctx.name, error = %e.message, "volume exporter cannot prepare its directory; will retry");
@@ -746,8 +747,7 @@ impl VolumeExporter {
         janitor
             .send(janitor::JanitorMsg::Barrier(tx))
             .expect("janitor thread alive");
-        rx.recv_timeout(Duration::from_secs(120))
-            .expect("janitor answers");
+        rx.recv_timeout(Duration::from_secs(120)).expect("janitor answers");
     }
 
     /// Makes the next write fail as described.

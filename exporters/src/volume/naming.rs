@@ -128,8 +128,7 @@ mod tests {
 
     #[test]
     fn timestamp_format() {
-        let t = Utc.with_ymd_and_hms(2024, 1, 31, 23, 59, 58).unwrap()
-            + chrono::Duration::milliseconds(7);
+        let t = Utc.with_ymd_and_hms(2024, 1, 31, 23, 59, 58).unwrap() + chrono::Duration::milliseconds(7);
         assert_eq!(timestamp(t), "20240131T235958.007Z");
     }
 
@@ -141,10 +140,7 @@ mod tests {
             "events-20240131T235958.007Z-004.jsonl"
         );
         for v in [Variant::Plain, Variant::Gz, Variant::GzTmp] {
-            assert_eq!(
-                parse("events", &file_name("events", &k, v)),
-                Some((k.clone(), v))
-            );
+            assert_eq!(parse("events", &file_name("events", &k, v)), Some((k.clone(), v)));
         }
         // prefixes containing dashes work too
         let name = file_name("my-app", &k, Variant::Gz);
@@ -182,10 +178,7 @@ mod tests {
         let c = key("20240131T235958.008Z", 0);
         assert!(a < b && b < c);
         // names sort the same way as keys (while sequences stay under 1000)
-        let names: Vec<_> = [&a, &b, &c]
-            .iter()
-            .map(|k| file_name("e", k, Variant::Plain))
-            .collect();
+        let names: Vec<_> = [&a, &b, &c].iter().map(|k| file_name("e", k, Variant::Plain)).collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);

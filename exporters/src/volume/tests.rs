@@ -142,10 +142,7 @@ async fn writes_lines_exactly_and_in_order() {
     e.export(&batch(3..4)).await.unwrap();
     e.export(&batch(4..104)).await.unwrap();
     let dir = tmp.path().join("out");
-    assert_eq!(
-        fs::read_to_string(dir.join("events.jsonl")).unwrap(),
-        lines(0..104)
-    );
+    assert_eq!(fs::read_to_string(dir.join("events.jsonl")).unwrap(), lines(0..104));
     assert_eq!(listing(&dir), ["events.jsonl", "events.lock"]);
     assert_eq!(e.active_path(), dir.join("events.jsonl"));
     let s = e.stats();
@@ -239,15 +236,10 @@ async fn names_sort_after_existing_files_across_restarts() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    let seqs: Vec<NameKey> = names
-        .iter()
-        .map(|n| naming::parse("events", n).unwrap().0)
-        .collect();
+    let seqs: Vec<NameKey> = names.iter().map(|n| naming::parse("events", n).unwrap().0).collect();
     assert_eq!(
         seqs,
-        (7..12)
-            .map(|s| key("29991231T235959.999Z", s))
-            .collect::<Vec<_>>()
+        (7..12).map(|s| key("29991231T235959.999Z", s)).collect::<Vec<_>>()
     );
     assert_eq!(everything(&dir), lines(0..6));
 }
@@ -294,11 +286,7 @@ async fn rotated_files_are_gzipped() {
     let files = rotated(&dir);
     assert_eq!(files.len(), 4);
     for (n, f) in files.iter().enumerate() {
-        assert!(
-            f.to_string_lossy().ends_with(".jsonl.gz"),
-            "{}",
-            f.display()
-        );
+        assert!(f.to_string_lossy().ends_with(".jsonl.gz"), "{}", f.display());
         assert_eq!(content(f), lines(4 * n..4 * n + 4));
     }
     assert_eq!(
@@ -333,11 +321,7 @@ async fn startup_finishes_or_cleans_interrupted_compressions() {
     // k3: a stray tmp.
     fs::write(name(&k3, Variant::GzTmp), b"junk").unwrap();
     fs::write(dir.join("notes.txt"), b"keep me").unwrap();
-    fs::write(
-        dir.join("other-20240101T000000.000Z-000.jsonl.gz.tmp"),
-        b"not ours",
-    )
-    .unwrap();
+    fs::write(dir.join("other-20240101T000000.000Z-000.jsonl.gz.tmp"), b"not ours").unwrap();
 
     let mut c = config(&tmp);
     c.compress = true;
@@ -358,12 +342,7 @@ async fn startup_finishes_or_cleans_interrupted_compressions() {
     assert_eq!(content(&name(&k2, Variant::Gz)), lines(2..4));
     // The .gz kept the age of the file it replaced.
     let age = SystemTime::now()
-        .duration_since(
-            fs::metadata(name(&k1, Variant::Gz))
-                .unwrap()
-                .modified()
-                .unwrap(),
-        )
+        .duration_since(fs::metadata(name(&k1, Variant::Gz)).unwrap().modified().unwrap())
         .unwrap();
     assert!(
         age > Duration::from_secs(7100) && age < Duration::from_secs(7300),
@@ -378,10 +357,7 @@ async fn startup_cleans_leftovers_without_compression_too() {
     let dir = tmp.path().join("out");
     fs::create_dir_all(&dir).unwrap();
     let name = |k: &NameKey, v| dir.join(naming::file_name("events", k, v));
-    let (k1, k2) = (
-        key("20240101T000000.000Z", 0),
-        key("20240101T000001.000Z", 0),
-    );
+    let (k1, k2) = (key("20240101T000000.000Z", 0), key("20240101T000001.000Z", 0));
     fs::write(name(&k1, Variant::Plain), lines(0..2)).unwrap();
     fs::write(name(&k1, Variant::GzTmp), b"partial").unwrap();
     fs::write(name(&k2, Variant::Plain), lines(2..4)).unwrap();
@@ -420,10 +396,7 @@ async fn retention_by_count_keeps_the_newest() {
         assert_eq!(content(&files[1]), lines(4..5));
         assert_eq!(content(&dir.join("events.jsonl")), lines(5..6));
         assert_eq!(e.stats().files_deleted, 3);
-        let gz = files
-            .iter()
-            .filter(|f| f.to_string_lossy().ends_with(".gz"))
-            .count();
+        let gz = files.iter().filter(|f| f.to_string_lossy().ends_with(".gz")).count();
         assert_eq!(gz, if compress { 2 } else { 0 });
     }
 }
@@ -454,11 +427,7 @@ async fn retention_by_age_deletes_old_rotated_files_only() {
     let e = c.build("vol").unwrap();
     e.settle();
     assert_eq!(rotated(&dir), [new1.clone(), new2.clone()]);
-    assert_eq!(
-        content(&active),
-        lines(0..1),
-        "the active file is never deleted"
-    );
+    assert_eq!(content(&active), lines(0..1), "the active file is never deleted");
     assert_eq!(e.stats().files_deleted, 2);
     // Ages are checked again on every pass.
     set_age(&new1, Duration::from_secs(3601));
@@ -532,8 +501,11 @@ async fn fsync_never_does_not_sync() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(e.stats().fsyncs, 0);
     assert_eq!(e.stats().rotations, 3);
+    // A flush fsyncs everything: the active file and the 3 rotated files.
     e.flush().await.unwrap();
-    assert_eq!(e.stats().fsyncs, 1);
+    assert_eq!(e.stats().fsyncs, 4);
+    e.flush().await.unwrap();
+    assert_eq!(e.stats().fsyncs, 5);
 }
 
 #[tokio::test]
@@ -578,11 +550,7 @@ async fn failure_when_the_directory_is_a_file_then_recovery() {
     let err = e.export(&batch(2..4)).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient);
     assert_eq!(err.reason, "io");
-    assert!(
-        err.message.contains(&*dir.to_string_lossy()),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains(&*dir.to_string_lossy()), "{}", err.message);
     assert!(err.message.contains("os error"), "{}", err.message);
     assert_eq!(not_ready_message(&e), err.message);
     // Retries keep failing the same way, without side effects.
@@ -609,11 +577,7 @@ async fn failure_when_the_active_path_is_a_directory_then_recovery() {
 
     let err = e.export(&batch(2..4)).await.unwrap_err();
     assert_eq!((err.kind, err.reason), (ErrorKind::Transient, "io"));
-    assert!(
-        err.message.contains(&*active.to_string_lossy()),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains(&*active.to_string_lossy()), "{}", err.message);
     assert!(!e.health().is_ready());
 
     fs::remove_dir(&active).unwrap();
@@ -632,11 +596,7 @@ async fn active_file_that_is_not_a_regular_file_is_refused() {
     let e = config(&tmp).build("vol").unwrap();
     let err = e.export(&batch(0..1)).await.unwrap_err();
     assert_eq!(err.reason, "io");
-    assert!(
-        err.message.contains("not a regular file"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("not a regular file"), "{}", err.message);
 }
 
 #[tokio::test]
@@ -650,10 +610,7 @@ async fn removed_directory_is_recreated() {
     assert_eq!(content(&dir.join("events.jsonl")), lines(2..4));
     // The lock was taken again on the new directory.
     let other = config(&tmp).build("other").unwrap();
-    assert_eq!(
-        other.export(&batch(0..1)).await.unwrap_err().reason,
-        "locked"
-    );
+    assert_eq!(other.export(&batch(0..1)).await.unwrap_err().reason, "locked");
 }
 
 #[tokio::test]
@@ -669,11 +626,7 @@ async fn a_failed_partial_write_is_rolled_back() {
     });
     let err = e.export(&batch(3..6)).await.unwrap_err();
     assert_eq!((err.kind, err.reason), (ErrorKind::Transient, "disk_full"));
-    assert!(
-        err.message.contains(&*active.to_string_lossy()),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains(&*active.to_string_lossy()), "{}", err.message);
     assert_eq!(content(&active), lines(0..3), "no partial line stays");
     assert_eq!(not_ready_message(&e), err.message);
 
@@ -698,15 +651,8 @@ async fn a_failed_rollback_is_finished_before_the_next_write() {
         error: io::ErrorKind::StorageFull,
         fail_truncate: true,
     });
-    assert_eq!(
-        e.export(&batch(3..6)).await.unwrap_err().reason,
-        "disk_full"
-    );
-    assert_eq!(
-        content(&active),
-        lines(0..4),
-        "the failed truncation left the line"
-    );
+    assert_eq!(e.export(&batch(3..6)).await.unwrap_err().reason, "disk_full");
+    assert_eq!(content(&active), lines(0..4), "the failed truncation left the line");
     e.export(&batch(3..6)).await.unwrap();
     assert_eq!(content(&active), lines(0..6));
 }
@@ -718,10 +664,7 @@ async fn real_disk_full_on_a_small_tmpfs() {
     struct Mount(PathBuf);
     impl Drop for Mount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
     let tmp = TempDir::new().unwrap();
@@ -753,18 +696,10 @@ async fn real_disk_full_on_a_small_tmpfs() {
     };
     assert!(acked >= 1000);
     assert_eq!((err.kind, err.reason), (ErrorKind::Transient, "disk_full"));
-    assert!(
-        err.message.contains(&*active.to_string_lossy()),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains(&*active.to_string_lossy()), "{}", err.message);
     assert!(err.message.contains("os error 28"), "{}", err.message);
     assert!(!e.health().is_ready());
-    assert_eq!(
-        content(&active),
-        lines(0..acked),
-        "exactly the acknowledged batches"
-    );
+    assert_eq!(content(&active), lines(0..acked), "exactly the acknowledged batches");
     let status = std::process::Command::new("mount")
         .args(["-o", "remount,size=2m"])
         .arg(&mnt)
@@ -778,28 +713,13 @@ async fn real_disk_full_on_a_small_tmpfs() {
 
 #[test]
 fn errors_are_classified() {
-    let mut full = fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    let enospc = full
-        .write_all(b"x")
-        .and_then(|()| full.flush())
-        .unwrap_err();
+    let mut full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let enospc = full.write_all(b"x").and_then(|()| full.flush()).unwrap_err();
     assert_eq!(classify(&enospc), "disk_full");
     assert_eq!(classify(&io::Error::from_raw_os_error(122)), "disk_full"); // EDQUOT
-    assert_eq!(
-        classify(&io::Error::from_raw_os_error(13)),
-        "permission_denied"
-    ); // EACCES
-    assert_eq!(
-        classify(&io::Error::from_raw_os_error(1)),
-        "permission_denied"
-    ); // EPERM
-    assert_eq!(
-        classify(&io::Error::from_raw_os_error(30)),
-        "permission_denied"
-    ); // EROFS
+    assert_eq!(classify(&io::Error::from_raw_os_error(13)), "permission_denied"); // EACCES
+    assert_eq!(classify(&io::Error::from_raw_os_error(1)), "permission_denied"); // EPERM
+    assert_eq!(classify(&io::Error::from_raw_os_error(30)), "permission_denied"); // EROFS
     assert_eq!(classify(&io::Error::from_raw_os_error(20)), "io"); // ENOTDIR
     assert_eq!(classify(&io::Error::from_raw_os_error(5)), "io"); // EIO
 }
@@ -817,11 +737,7 @@ async fn a_second_writer_on_the_same_files_is_locked_out() {
     // A different prefix in the same directory is fine.
     let mut c = config(&tmp);
     c.file_prefix = "audit".into();
-    c.build("third")
-        .unwrap()
-        .export(&batch(0..1))
-        .await
-        .unwrap();
+    c.build("third").unwrap().export(&batch(0..1)).await.unwrap();
 
     drop(first);
     export_when_unlocked(&second, &batch(2..4)).await;
@@ -870,14 +786,8 @@ fn config_full_and_defaults() {
     );
 
     let parse = |extra: &str| toml::from_str::<VolumeConfig>(&format!("path = \"/d\"\n{extra}"));
-    assert_eq!(
-        parse("fsync = \"always\"").unwrap().fsync,
-        FsyncPolicy::Always
-    );
-    assert_eq!(
-        parse("fsync = \"never\"").unwrap().fsync,
-        FsyncPolicy::Never
-    );
+    assert_eq!(parse("fsync = \"always\"").unwrap().fsync, FsyncPolicy::Always);
+    assert_eq!(parse("fsync = \"never\"").unwrap().fsync, FsyncPolicy::Never);
     assert_eq!(parse("max_file_size = 4096").unwrap().max_file_size, 4096);
     assert_eq!(
         parse("rotate_interval = \"0s\"").unwrap().rotate_interval,
@@ -919,11 +829,7 @@ fn build_validates() {
         f(&mut c);
         let e = c.build("vol").unwrap_err();
         assert_eq!(e.exporter, "vol");
-        assert!(
-            e.message.contains(needle),
-            "{} does not mention {needle}",
-            e.message
-        );
+        assert!(e.message.contains(needle), "{} does not mention {needle}", e.message);
     };
     check(&|c| c.max_file_size = 0, "max_file_size");
     check(&|c| c.file_prefix = "a/b".into(), "file_prefix");
@@ -940,10 +846,7 @@ fn build_validates() {
     let e = c.build("vol").unwrap();
     drop(e);
     assert!(FsyncPolicy::from_str("1s").is_ok());
-    assert_eq!(
-        FsyncPolicy::Interval(Duration::from_millis(500)).to_string(),
-        "500ms"
-    );
+    assert_eq!(FsyncPolicy::Interval(Duration::from_millis(500)).to_string(), "500ms");
 }
 
 #[test]
@@ -956,9 +859,7 @@ fn startup_failure_is_a_runtime_error_not_a_config_error() {
     assert!(not_ready_message(&e).contains("cannot create directory"));
     fs::remove_file(&blocker).unwrap();
     // The background thread retries and gets ready without any batch.
-    wait_until("the startup preparation to succeed", || {
-        e.health().is_ready()
-    });
+    wait_until("the startup preparation to succeed", || e.health().is_ready());
     assert!(blocker.join("sub/events.jsonl").exists());
 }
 
@@ -989,9 +890,6 @@ async fn throughput() {
         e.export(b).await.unwrap();
     }
     let rate = 200_000.0 / start.elapsed().as_secs_f64();
-    eprintln!(
-        "volume exporter: {rate:.0} records/s of ~1 KB, {:?}",
-        e.stats()
-    );
+    eprintln!("volume exporter: {rate:.0} records/s of ~1 KB, {:?}", e.stats());
     assert!(rate > 200_000.0, "{rate:.0} records/s");
 }

@@ -4,7 +4,7 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Instant, SystemTime};
@@ -68,9 +68,16 @@ pub(super) struct Writer {
     /// The greatest rotated name used or seen, once the directory was scanned.
     last_key: Option<NameKey>,
     scanned: bool,
+    /// With `fsync = "never"`, the files rotated since the last flush (the
+    /// newest few), which a flush must fsync too.
+    rotated_unsynced: Vec<PathBuf>,
     #[cfg(test)]
     pub(super) fault: Option<Fault>,
 }
+
+/// How many rotated files a flush fsyncs at most with `fsync = "never"`
+/// (older ones have long been written back by the kernel).
+const MAX_ROTATED_UNSYNCED: usize = 16;
 
 impl Writer {
     pub(super) fn new(janitor: Sender<JanitorMsg>) -> Self {
@@ -84,6 +91,7 @@ impl Writer {
             janitor_started: false,
             last_key: None,
             scanned: false,
+            rotated_unsynced: Vec::new(),
             #[cfg(test)]
             fault: None,
         }
@@ -99,20 +107,20 @@ impl Writer {
         self.active.as_ref().map(|a| Arc::clone(&a.file))
     }
 
+    /// Rotated files not fsynced yet (with `fsync = "never"`), for a flush.
+    pub(super) fn take_rotated_unsynced(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.rotated_unsynced)
+    }
+
     /// Directory, lock and active file, ready for a batch.
     pub(super) fn prepare(&mut self, ctx: &Ctx) -> Result<(), ExportError> {
         self.ensure_open(ctx)
     }
 
     /// Writes the batch as one buffer; returns the bytes written.
-    pub(super) fn write_batch(
-        &mut self,
-        ctx: &Ctx,
-        batch: &[Arc<Record>],
-    ) -> Result<u64, ExportError> {
+    pub(super) fn write_batch(&mut self, ctx: &Ctx, batch: &[Arc<Record>]) -> Result<u64, ExportError> {
         self.buf.clear();
-        self.buf
-            .reserve(batch.iter().map(|r| r.json.len() + 1).sum());
+        self.buf.reserve(batch.iter().map(|r| r.json.len() + 1).sum());
         for r in batch {
             append_json_line(&mut self.buf, &r.json);
         }
@@ -191,7 +199,7 @@ impl Writer {
         let truncated = if fail_truncate {
             Err(io::Error::other("injected truncation failure"))
         } else {
-            Ok(())
+            active.file.set_len(len)
         };
         match truncated {
             Ok(()) => {
@@ -234,8 +242,7 @@ impl Writer {
             self.active = None;
         }
 
-        fs::create_dir_all(&ctx.dir)
-            .map_err(|e| ctx.io_error("cannot create directory", &ctx.dir, &e))?;
+        fs::create_dir_all(&ctx.dir).map_err(|e| ctx.io_error("cannot create directory", &ctx.dir, &e))?;
         self.ensure_lock(ctx)?;
         let file = OpenOptions::new()
             .read(true)
@@ -243,9 +250,7 @@ impl Writer {
             .create(true)
             .open(path)
             .map_err(|e| ctx.io_error("cannot open", path, &e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| ctx.io_error("cannot check", path, &e))?;
+        let meta = file.metadata().map_err(|e| ctx.io_error("cannot check", path, &e))?;
         if !meta.is_file() {
             return Err(ExportError::transient(
                 "io",
@@ -266,8 +271,7 @@ impl Writer {
             }
             self.pending_truncate = None;
         }
-        let len = repair_tail(ctx, &file, len)
-            .map_err(|e| ctx.io_error("cannot repair the tail of", path, &e))?;
+        let len = repair_tail(ctx, &file, len).map_err(|e| ctx.io_error("cannot repair the tail of", path, &e))?;
         if ctx.syncs() {
             sync_dir(&ctx.dir).map_err(|e| ctx.io_error("cannot fsync directory", &ctx.dir, &e))?;
         }
@@ -330,9 +334,7 @@ impl Writer {
         if file.set_len(0).is_ok() {
             let _ = file.write_all_at(pid.as_bytes(), 0);
         }
-        let meta = file
-            .metadata()
-            .map_err(|e| ctx.io_error("cannot check", path, &e))?;
+        let meta = file.metadata().map_err(|e| ctx.io_error("cannot check", path, &e))?;
         self.lock = Some(Held {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -352,9 +354,7 @@ impl Writer {
         };
         a.len > 0
             && (a.len.saturating_add(incoming) > ctx.max_file_size
-                || ctx
-                    .rotate_interval
-                    .is_some_and(|i| a.first_write.elapsed() >= i))
+                || ctx.rotate_interval.is_some_and(|i| a.first_write.elapsed() >= i))
     }
 
     /// Time rotation (and rotation of a file that one big batch took past
@@ -385,11 +385,8 @@ impl Writer {
                 .map_err(|e| ctx.io_error("cannot fsync", &ctx.active_path, &e))?;
         }
         let key = self.next_key(ctx)?;
-        let target = ctx
-            .dir
-            .join(naming::file_name(&ctx.prefix, &key, Variant::Plain));
-        fs::rename(&ctx.active_path, &target)
-            .map_err(|e| ctx.io_error("cannot rotate", &ctx.active_path, &e))?;
+        let target = ctx.dir.join(naming::file_name(&ctx.prefix, &key, Variant::Plain));
+        fs::rename(&ctx.active_path, &target).map_err(|e| ctx.io_error("cannot rotate", &ctx.active_path, &e))?;
         self.last_key = Some(key);
         self.active = None;
         if ctx.syncs()
@@ -397,6 +394,12 @@ impl Writer {
         {
             tracing::warn!(exporter = %ctx.name, dir = %ctx.dir.display(), error = %e,
                 "volume exporter: cannot fsync the directory after a rotation");
+        }
+        if !ctx.syncs() {
+            if self.rotated_unsynced.len() == MAX_ROTATED_UNSYNCED {
+                self.rotated_unsynced.remove(0);
+            }
+            self.rotated_unsynced.push(target.clone());
         }
         bump(&ctx.stats.rotations, 1);
         tracing::debug!(exporter = %ctx.name, file = %target.display(), "volume exporter rotated its file");
@@ -407,14 +410,10 @@ impl Writer {
     /// A rotated name greater than every rotated name in the directory.
     fn next_key(&mut self, ctx: &Ctx) -> Result<NameKey, ExportError> {
         if !self.scanned {
-            let entries =
-                fs::read_dir(&ctx.dir).map_err(|e| ctx.io_error("cannot list", &ctx.dir, &e))?;
+            let entries = fs::read_dir(&ctx.dir).map_err(|e| ctx.io_error("cannot list", &ctx.dir, &e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| ctx.io_error("cannot list", &ctx.dir, &e))?;
-                if let Some((key, _)) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| naming::parse(&ctx.prefix, n))
+                if let Some((key, _)) = entry.file_name().to_str().and_then(|n| naming::parse(&ctx.prefix, n))
                     && self.last_key.as_ref().is_none_or(|last| key > *last)
                 {
                     self.last_key = Some(key);
@@ -422,19 +421,13 @@ impl Writer {
             }
             self.scanned = true;
         }
-        let mut key = naming::next_key(
-            self.last_key.as_ref(),
-            naming::timestamp(chrono::Utc::now()),
-        );
+        let mut key = naming::next_key(self.last_key.as_ref(), naming::timestamp(chrono::Utc::now()));
         // Files may have appeared since the scan (another exporter before a
         // restart, a copy): never overwrite one.
-        while [Variant::Plain, Variant::Gz, Variant::GzTmp]
-            .into_iter()
-            .any(|v| {
-                let p = ctx.dir.join(naming::file_name(&ctx.prefix, &key, v));
-                !matches!(fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound)
-            })
-        {
+        while [Variant::Plain, Variant::Gz, Variant::GzTmp].into_iter().any(|v| {
+            let p = ctx.dir.join(naming::file_name(&ctx.prefix, &key, v));
+            !matches!(fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound)
+        }) {
             key.seq += 1;
         }
         Ok(key)

@@ -86,7 +86,10 @@ pub(crate) fn parse_all(value: Option<Spanned<DeValue<'_>>>, problems: &mut Prob
     };
     let span = value.span();
     let DeValue::Array(items) = value.into_inner() else {
-        problems.at(span, "`exporters` must be an array of tables: write each as [[exporters]]");
+        problems.at(
+            span,
+            "`exporters` must be an array of tables: write each as [[exporters]]",
+        );
         return Vec::new();
     };
     let mut out: Vec<ExporterConfig> = Vec::new();
@@ -113,7 +116,10 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
     let name = match name.as_ref().and_then(|n| de_str(n).map(|s| (s.to_string(), n.span()))) {
         Some((n, _)) if !n.is_empty() && !n.contains(char::is_whitespace) => n,
         Some((n, nspan)) => {
-            problems.at(nspan, format!("invalid exporter name `{n}`: use a non-empty name without spaces"));
+            problems.at(
+                nspan,
+                format!("invalid exporter name `{n}`: use a non-empty name without spaces"),
+            );
             return None;
         }
         None => {
@@ -122,7 +128,10 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
         }
     };
     let Some(ty) = ty else {
-        problems.at(span, format!("exporter `{name}` needs `type` (one of: {})", TYPES.join(", ")));
+        problems.at(
+            span,
+            format!("exporter `{name}` needs `type` (one of: {})", TYPES.join(", ")),
+        );
         return None;
     };
     let ty_name = de_str(&ty).unwrap_or("").to_string();
@@ -143,7 +152,10 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
         other => {
             problems.at(
                 ty.span(),
-                format!("exporter `{name}` has unknown type `{other}` (expected one of: {})", TYPES.join(", ")),
+                format!(
+                    "exporter `{name}` has unknown type `{other}` (expected one of: {})",
+                    TYPES.join(", ")
+                ),
             );
             None
         }

@@ -73,10 +73,7 @@ pub(crate) struct Problems<'s> {
 
 impl<'s> Problems<'s> {
     fn new(src: &'s str) -> Self {
-        Self {
-            src,
-            list: Vec::new(),
-        }
+        Self { src, list: Vec::new() }
     }
 
     pub(crate) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -116,12 +113,7 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
     let before = &src[..src.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, col)
 }
 
@@ -165,10 +157,7 @@ impl Config {
         let mut table = root.into_inner();
         let exporters_value = table.remove("exporters");
 
-        let top = match TopLevel::deserialize(toml::de::Deserializer::from(Spanned::new(
-            root_span.clone(),
-            table,
-        ))) {
+        let top = match TopLevel::deserialize(toml::de::Deserializer::from(Spanned::new(root_span.clone(), table))) {
             Ok(t) => Some(t),
             Err(e) => {
                 problems.toml(e, root_span.clone());

@@ -14,8 +14,8 @@
 use std::fmt;
 use std::ops::Range;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
 /// One compiled pattern.
@@ -51,7 +51,12 @@ impl Pattern {
         let check = regex::Regex::new(r).and_then(|_| regex::Regex::new(&format!("^(?:{r})$")));
         check.map(|re| Pattern::Regex(r.to_string(), re)).map_err(|e| {
             let text = e.to_string();
-            let why = text.lines().last().unwrap_or("").trim_start_matches("error: ").to_string();
+            let why = text
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_string();
             format!("invalid regex `{r}`: {why}")
         })
     }
@@ -110,12 +115,15 @@ impl MatcherSpec {
             }
         };
         let exact = |s: &str| Ok(Pattern::Exact(s.to_string()));
-        out.all.extend(self.single.as_ref().and_then(|s| one(s, Pattern::parse)));
+        out.all
+            .extend(self.single.as_ref().and_then(|s| one(s, Pattern::parse)));
         out.all.extend(self.exact.as_ref().and_then(|s| one(s, exact)));
         out.all.extend(self.glob.as_ref().and_then(|s| one(s, Pattern::glob)));
         out.all.extend(self.regex.as_ref().and_then(|s| one(s, Pattern::regex)));
-        out.any_of.extend(self.any_of.iter().filter_map(|s| one(s, Pattern::parse)));
-        out.none_of.extend(self.none_of.iter().filter_map(|s| one(s, Pattern::parse)));
+        out.any_of
+            .extend(self.any_of.iter().filter_map(|s| one(s, Pattern::parse)));
+        out.none_of
+            .extend(self.none_of.iter().filter_map(|s| one(s, Pattern::parse)));
         if errors.is_empty() { Ok(out) } else { Err(errors) }
     }
 }
@@ -131,7 +139,11 @@ impl FieldMatcher {
     pub fn explain(&self, value: &str) -> String {
         let mut parts = Vec::new();
         for p in &self.all {
-            parts.push(format!("{} {}", if p.matches(value) { "matches" } else { "does not match" }, p));
+            parts.push(format!(
+                "{} {}",
+                if p.matches(value) { "matches" } else { "does not match" },
+                p
+            ));
         }
         if !self.any_of.is_empty() {
             let hit = self.any_of.iter().find(|p| p.matches(value));
@@ -176,7 +188,9 @@ impl<'de> Visitor<'de> for SpecVisitor {
             spec.any_of.push(s);
         }
         if spec.any_of.is_empty() {
-            return Err(de::Error::custom("an empty list matches nothing; remove the key to match everything"));
+            return Err(de::Error::custom(
+                "an empty list matches nothing; remove the key to match everything",
+            ));
         }
         Ok(spec)
     }
@@ -235,7 +249,10 @@ mod tests {
         assert!(g.matches("FailedMount") && !g.matches("BackOff"));
         let r = Pattern::parse("regex:Back(Off|off)").unwrap();
         assert!(r.matches("BackOff") && !r.matches("BackOffX"), "regex is anchored");
-        assert_eq!(Pattern::parse("regex:(").unwrap_err(), "invalid regex `(`: unclosed group");
+        assert_eq!(
+            Pattern::parse("regex:(").unwrap_err(),
+            "invalid regex `(`: unclosed group"
+        );
         assert!(Pattern::parse("glob:[a").unwrap_err().contains("invalid glob"));
     }
 

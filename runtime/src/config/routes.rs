@@ -71,7 +71,10 @@ pub(crate) fn validate(routes: &mut [RouteConfig], exporters: &[ExporterConfig],
         if route.name.get_ref().is_empty() {
             problems.at(route.name.span(), "a route name cannot be empty");
         } else if !names.insert(route.name.get_ref().clone()) {
-            problems.at(route.name.span(), format!("route `{}` is defined twice", route.name.get_ref()));
+            problems.at(
+                route.name.span(),
+                format!("route `{}` is defined twice", route.name.get_ref()),
+            );
         }
         if route.default {
             if default_seen {
@@ -81,7 +84,10 @@ pub(crate) fn validate(routes: &mut [RouteConfig], exporters: &[ExporterConfig],
             if route.match_.specs().iter().any(Option::is_some) {
                 problems.at(
                     route.name.span(),
-                    format!("default route `{}` cannot have a `match`: it takes what no other route took", route.name.get_ref()),
+                    format!(
+                        "default route `{}` cannot have a `match`: it takes what no other route took",
+                        route.name.get_ref()
+                    ),
                 );
             }
         }
@@ -95,7 +101,11 @@ pub(crate) fn validate(routes: &mut [RouteConfig], exporters: &[ExporterConfig],
                         "route `{}` sends to exporter `{}`, which is not defined (defined: {})",
                         route.name.get_ref(),
                         exp.get_ref(),
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
             }

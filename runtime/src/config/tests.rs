@@ -95,7 +95,10 @@ fn wrong_type_at_its_value() {
     assert!(e[0].contains("u32") || e[0].contains("integer"), "{e:?}");
     let e = errors("[source]\napi = \"v2\"\n");
     assert!(e[0].starts_with("test.toml:2:7:"), "{e:?}");
-    assert!(e[0].contains("core/v1") && e[0].contains("events.k8s.io/v1"), "says what is expected: {e:?}");
+    assert!(
+        e[0].contains("core/v1") && e[0].contains("events.k8s.io/v1"),
+        "says what is expected: {e:?}"
+    );
 }
 
 #[test]
@@ -117,7 +120,10 @@ fn exporter_errors_point_into_the_exporter_table() {
     assert!(e[0].contains("needs `name"), "{e:?}");
 
     let e = errors("[[exporters]]\nname = \"a\"\ntype = \"stdout\"\n[[exporters]]\nname = \"a\"\ntype = \"stdout\"\n");
-    assert!(e[0].starts_with("test.toml:4:") && e[0].contains("defined twice"), "{e:?}");
+    assert!(
+        e[0].starts_with("test.toml:4:") && e[0].contains("defined twice"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -134,15 +140,27 @@ fn bad_patterns_are_rejected_at_their_position() {
     let src = "[[routes]]\nname = \"r\"\n[routes.match]\nreason = \"regex:(Back\"\nkind = [\"Pod\", \"glob:[x\"]\nnamespace = { none_of = [\"regex:*\"] }\n";
     let e = errors(src);
     assert_eq!(e.len(), 3, "{e:?}");
-    assert!(e[0].starts_with("test.toml:4:10:") && e[0].contains("invalid regex `(Back`"), "{e:?}");
-    assert!(e[1].starts_with("test.toml:5:16:") && e[1].contains("invalid glob `[x`"), "{e:?}");
-    assert!(e[2].starts_with("test.toml:6:26:") && e[2].contains("invalid regex `*`"), "{e:?}");
+    assert!(
+        e[0].starts_with("test.toml:4:10:") && e[0].contains("invalid regex `(Back`"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("test.toml:5:16:") && e[1].contains("invalid glob `[x`"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].starts_with("test.toml:6:26:") && e[2].contains("invalid regex `*`"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn unknown_match_field_and_matcher_key() {
     let e = errors("[[routes]]\nname = \"r\"\n[routes.match]\nsevertiy = \"x\"\n");
-    assert!(e[0].starts_with("test.toml:4:1:") && e[0].contains("unknown field `severtiy`"), "{e:?}");
+    assert!(
+        e[0].starts_with("test.toml:4:1:") && e[0].contains("unknown field `severtiy`"),
+        "{e:?}"
+    );
     let e = errors("[[routes]]\nname = \"r\"\n[routes.match]\nreason = { globb = \"x\" }\n");
     assert!(e[0].contains("unknown field `globb`"), "{e:?}");
 }
@@ -150,7 +168,10 @@ fn unknown_match_field_and_matcher_key() {
 #[test]
 fn route_rules() {
     let e = errors("[[routes]]\nname = \"a\"\n[[routes]]\nname = \"a\"\n");
-    assert!(e[0].starts_with("test.toml:4:8:") && e[0].contains("defined twice"), "{e:?}");
+    assert!(
+        e[0].starts_with("test.toml:4:8:") && e[0].contains("defined twice"),
+        "{e:?}"
+    );
     let e = errors("[[routes]]\nname = \"a\"\ndefault = true\n[[routes]]\nname = \"b\"\ndefault = true\n");
     assert!(e[0].contains("only one route"), "{e:?}");
     let e = errors("[[routes]]\nname = \"a\"\ndefault = true\n[routes.match]\ntype = \"Warning\"\n");
@@ -160,7 +181,10 @@ fn route_rules() {
 #[test]
 fn source_cross_field_rules() {
     let e = errors("[source]\nnamespaces = [\"a\"]\nexclude_namespaces = [\"b\"]\n");
-    assert!(e[0].starts_with("test.toml:1:1:") && e[0].contains("cannot both be set"), "{e:?}");
+    assert!(
+        e[0].starts_with("test.toml:1:1:") && e[0].contains("cannot both be set"),
+        "{e:?}"
+    );
     let e = errors("[source]\nnamespaces = [\"a,b\"]\n");
     assert!(e[0].contains("invalid namespace name `a,b`"), "{e:?}");
 }

@@ -36,10 +36,7 @@ pub enum NormalizeError {
 pub fn occurrence_count(raw: &RawEvent) -> u64 {
     let series = raw.series.as_ref().and_then(|s| s.count);
     let legacy = raw.count.or(raw.deprecated_count);
-    series
-        .or(legacy)
-        .map(|c| c.max(1) as u64)
-        .unwrap_or(1)
+    series.or(legacy).map(|c| c.max(1) as u64).unwrap_or(1)
 }
 
 /// Parses an RFC 3339 time and prints it back in UTC with its sub-seconds.
@@ -110,20 +107,12 @@ pub fn normalize(
     let name = raw.metadata.name.take().unwrap_or_default();
     let namespace = raw.metadata.namespace.take().unwrap_or_default();
     let (labels, annotations) = raw.take_labels();
-    let created = raw
-        .metadata
-        .creation_timestamp
-        .take()
-        .map(|t| t.0.to_string());
+    let created = raw.metadata.creation_timestamp.take().map(|t| t.0.to_string());
 
     let series_last = rfc3339(raw.series.take().and_then(|s| s.last_observed_time));
     let last_ts = rfc3339(raw.last_timestamp.take().or(raw.deprecated_last_timestamp.take()));
     let event_time = rfc3339(raw.event_time.take());
-    let first_ts = rfc3339(
-        raw.first_timestamp
-            .take()
-            .or(raw.deprecated_first_timestamp.take()),
-    );
+    let first_ts = rfc3339(raw.first_timestamp.take().or(raw.deprecated_first_timestamp.take()));
     let created = rfc3339(created);
 
     let timestamp = series_last
@@ -286,10 +275,15 @@ mod tests {
             for (k, val) in extra.as_object().unwrap() {
                 v[k] = val.clone();
             }
-            normalize(Api::CoreV1, parse(v), WatchType::Added, None, &opts()).unwrap().timestamp
+            normalize(Api::CoreV1, parse(v), WatchType::Added, None, &opts())
+                .unwrap()
+                .timestamp
         };
         assert_eq!(with(json!({})), "2024-01-01T00:00:00Z");
-        assert_eq!(with(json!({"firstTimestamp": "2024-01-01T00:00:01Z"})), "2024-01-01T00:00:01Z");
+        assert_eq!(
+            with(json!({"firstTimestamp": "2024-01-01T00:00:01Z"})),
+            "2024-01-01T00:00:01Z"
+        );
         assert_eq!(
             with(json!({"firstTimestamp": "2024-01-01T00:00:01Z", "eventTime": "2024-01-01T00:00:02.5Z"})),
             "2024-01-01T00:00:02.5Z"
@@ -309,7 +303,10 @@ mod tests {
             "2024-01-01T00:00:05Z"
         );
         // An offset is converted to UTC; garbage is skipped, not fatal.
-        assert_eq!(with(json!({"lastTimestamp": "2024-01-01T02:00:03+02:00"})), "2024-01-01T00:00:03Z");
+        assert_eq!(
+            with(json!({"lastTimestamp": "2024-01-01T02:00:03+02:00"})),
+            "2024-01-01T00:00:03Z"
+        );
         assert_eq!(
             with(json!({"lastTimestamp": "yesterday", "firstTimestamp": "2024-01-01T00:00:01Z"})),
             "2024-01-01T00:00:01Z"
@@ -335,7 +332,10 @@ mod tests {
     fn missing_uid_names_the_event() {
         let v = json!({"metadata": {"name": "x", "namespace": "ns", "resourceVersion": "5"}});
         let err = normalize(Api::EventsV1, parse(v), WatchType::Added, None, &opts()).unwrap_err();
-        assert_eq!(err.to_string(), "event ns/x (uid unknown) from events.k8s.io/v1 has no metadata.uid");
+        assert_eq!(
+            err.to_string(),
+            "event ns/x (uid unknown) from events.k8s.io/v1 has no metadata.uid"
+        );
         let v = json!({"metadata": {"name": "x", "namespace": "ns", "uid": "u-9"}});
         let err = normalize(Api::CoreV1, parse(v), WatchType::Added, None, &opts()).unwrap_err();
         assert!(err.to_string().contains("uid u-9"), "{err}");
@@ -350,7 +350,10 @@ mod tests {
 
     #[test]
     fn include_raw_keeps_the_object() {
-        let o = NormalizeOptions { include_raw: true, ..opts() };
+        let o = NormalizeOptions {
+            include_raw: true,
+            ..opts()
+        };
         let e = normalize(Api::CoreV1, parse(core_event()), WatchType::Added, None, &o).unwrap();
         let raw = e.raw.unwrap();
         assert_eq!(raw["involvedObject"]["name"], "web-1");

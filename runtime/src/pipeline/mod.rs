@@ -232,7 +232,10 @@ impl Process<'_> {
                 return;
             }
         };
-        if initial && self.setup.startup == StartupPolicy::MaxAge && too_old(&event, self.setup.startup_max_age, Utc::now()) {
+        if initial
+            && self.setup.startup == StartupPolicy::MaxAge
+            && too_old(&event, self.setup.startup_max_age, Utc::now())
+        {
             self.metrics.startup_dropped.inc();
             self.summary.startup_dropped += 1;
             if self.startup_dropped.len() <= stream {

@@ -126,7 +126,12 @@ async fn run_items(items: Vec<SourceItem>, fakes: &[Arc<Fake>]) -> (Summary, Che
 }
 
 fn uids(f: &Fake) -> Vec<String> {
-    f.got.lock().unwrap().iter().map(|v| v["uid"].as_str().unwrap().to_string()).collect()
+    f.got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["uid"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -156,7 +161,9 @@ async fn routes_to_the_right_exporters_once_each() {
 #[tokio::test]
 async fn a_failing_exporter_is_retried_and_nothing_is_lost_or_doubled() {
     let (warn, all) = (fake("warn", 3), fake("all", 0));
-    let items: Vec<SourceItem> = (0..50).map(|i| item(&format!("w{i}"), &format!("{i}"), "Warning", "a")).collect();
+    let items: Vec<SourceItem> = (0..50)
+        .map(|i| item(&format!("w{i}"), &format!("{i}"), "Warning", "a"))
+        .collect();
     let (summary, cp) = run_items(items, &[warn.clone(), all.clone()]).await;
     assert!(warn.calls.load(Ordering::SeqCst) >= 4, "three failures, then success");
     let expected: Vec<String> = (0..50).map(|i| format!("w{i}")).collect();
@@ -204,7 +211,8 @@ async fn checkpoint_waits_for_the_slowest_exporter() {
 #[tokio::test]
 async fn normalize_failures_are_counted_and_skipped() {
     let (warn, all) = (fake("warn", 0), fake("all", 0));
-    let bad: RawEvent = serde_json::from_value(json!({"metadata": {"name": "no-uid", "resourceVersion": "7"}})).unwrap();
+    let bad: RawEvent =
+        serde_json::from_value(json!({"metadata": {"name": "no-uid", "resourceVersion": "7"}})).unwrap();
     let items = vec![
         SourceItem::Event(Box::new(SourceEvent {
             api: Api::EventsV1,
@@ -252,7 +260,14 @@ async fn startup_max_age_drops_only_old_events_from_the_first_list() {
         mk("old-watched", old, false),
     ];
     let (tx, _rx) = watch::channel(Checkpoint::default());
-    let summary = run(futures::stream::iter(items), s, Arc::new(Metrics::new()), CancellationToken::new(), tx).await;
+    let summary = run(
+        futures::stream::iter(items),
+        s,
+        Arc::new(Metrics::new()),
+        CancellationToken::new(),
+        tx,
+    )
+    .await;
     assert_eq!(summary.startup_dropped, 1);
     assert_eq!(uids(&all), vec!["new-listed", "old-watched"]);
 }

@@ -25,7 +25,9 @@ pub enum ClientError {
         #[source]
         source: kube::config::KubeconfigError,
     },
-    #[error("no usable Kubernetes configuration (tried KUBECONFIG, ~/.kube/config and the in-cluster service account): {0}")]
+    #[error(
+        "no usable Kubernetes configuration (tried KUBECONFIG, ~/.kube/config and the in-cluster service account): {0}"
+    )]
     Infer(#[source] kube::config::InferConfigError),
     #[error("Kubernetes client for {url}: {source}")]
     Build {
@@ -61,12 +63,14 @@ pub async fn connect(opts: &ClientOptions, wait: Duration) -> Result<kube::Clien
                     source,
                 })?
         }
-        None if opts.context.is_some() => kube::Config::from_kubeconfig(&kube_opts)
-            .await
-            .map_err(|source| ClientError::Kubeconfig {
-                path: "(KUBECONFIG or ~/.kube/config)".into(),
-                source,
-            })?,
+        None if opts.context.is_some() => {
+            kube::Config::from_kubeconfig(&kube_opts)
+                .await
+                .map_err(|source| ClientError::Kubeconfig {
+                    path: "(KUBECONFIG or ~/.kube/config)".into(),
+                    source,
+                })?
+        }
         None => kube::Config::infer().await.map_err(ClientError::Infer)?,
     };
     let url = config.cluster_url.to_string();

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream::BoxStream};
-use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WatchEvent};
 
 use crate::config::{SourceConfig, WatchApi};
 use crate::event::{Api, RawEvent, WatchType, occurrence_count};
@@ -34,7 +34,12 @@ pub struct WatchSpec {
 
 impl std::fmt::Display for WatchSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} in {}", self.api, self.namespace.as_deref().unwrap_or("all namespaces"))?;
+        write!(
+            f,
+            "{} in {}",
+            self.api,
+            self.namespace.as_deref().unwrap_or("all namespaces")
+        )?;
         if let Some(fs) = &self.field_selector {
             write!(f, " fields[{fs}]")?;
         }
@@ -96,14 +101,21 @@ pub struct SourceEvent {
 pub enum SourceItem {
     Event(Box<SourceEvent>),
     /// Watch `stream` finished a full list: it is established.
-    Listed { stream: usize },
+    Listed {
+        stream: usize,
+    },
 }
 
 /// What one raw watch yields, tagged with its index.
 type Tagged = (usize, Result<WatchEvent<RawEvent>, watcher::Error>);
 
 /// Opens the watches for `specs` and merges them into one stream.
-pub fn watch(client: kube::Client, cfg: &SourceConfig, specs: &[WatchSpec], metrics: Arc<Metrics>) -> impl Stream<Item = SourceItem> + Send + 'static {
+pub fn watch(
+    client: kube::Client,
+    cfg: &SourceConfig,
+    specs: &[WatchSpec],
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = SourceItem> + Send + 'static {
     let streams: Vec<BoxStream<'static, Tagged>> = specs
         .iter()
         .enumerate()
@@ -121,10 +133,7 @@ pub fn watch(client: kube::Client, cfg: &SourceConfig, specs: &[WatchSpec], metr
                 wc = wc.labels(l);
             }
             tracing::info!(watch = %spec, "starting watch");
-            watcher::watcher(api, wc)
-                .default_backoff()
-                .map(move |r| (i, r))
-                .boxed()
+            watcher::watcher(api, wc).default_backoff().map(move |r| (i, r)).boxed()
         })
         .collect();
     let apis: Vec<Api> = specs.iter().map(|s| s.api).collect();
@@ -132,7 +141,12 @@ pub fn watch(client: kube::Client, cfg: &SourceConfig, specs: &[WatchSpec], metr
 }
 
 /// Turns tagged watcher events into [`SourceItem`]s; exposed for tests.
-pub fn classify<S>(input: S, apis: Vec<Api>, cfg: &SourceConfig, metrics: Arc<Metrics>) -> impl Stream<Item = SourceItem> + Send + 'static
+pub fn classify<S>(
+    input: S,
+    apis: Vec<Api>,
+    cfg: &SourceConfig,
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = SourceItem> + Send + 'static
 where
     S: Stream<Item = Tagged> + Send + 'static,
 {

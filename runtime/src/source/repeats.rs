@@ -7,7 +7,7 @@
 //! size, with entries older than the event TTL evicted first.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
@@ -55,9 +55,7 @@ impl RepeatTracker {
     }
 
     fn hash(&self, s: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        s.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(s)
     }
 
     fn now(&self) -> u32 {
@@ -84,7 +82,13 @@ impl RepeatTracker {
             Some(old) => {
                 // Keep the highest count seen, so a stale view cannot re-add occurrences.
                 if old.count > count {
-                    self.map.insert(key, Entry { count: old.count, ..fresh });
+                    self.map.insert(
+                        key,
+                        Entry {
+                            count: old.count,
+                            ..fresh
+                        },
+                    );
                 }
                 Verdict::Unchanged { prev: old.count }
             }

@@ -66,7 +66,10 @@ async fn list_then_watch_repeats_and_relist() {
             ("5".into(), WatchType::Added, None, false),
         ]
     );
-    let listed = items.iter().filter(|i| matches!(i, SourceItem::Listed { stream: 0 })).count();
+    let listed = items
+        .iter()
+        .filter(|i| matches!(i, SourceItem::Listed { stream: 0 }))
+        .count();
     assert_eq!(listed, 2);
 }
 
@@ -136,6 +139,13 @@ fn specs_scope_server_side() {
         ..Default::default()
     };
     let specs = watch_specs(&cfg);
-    assert_eq!(specs.iter().map(|s| s.namespace.as_deref()).collect::<Vec<_>>(), vec![Some("a"), Some("b")]);
-    assert!(specs.iter().all(|s| s.field_selector.is_none() && s.api == Api::EventsV1));
+    assert_eq!(
+        specs.iter().map(|s| s.namespace.as_deref()).collect::<Vec<_>>(),
+        vec![Some("a"), Some("b")]
+    );
+    assert!(
+        specs
+            .iter()
+            .all(|s| s.field_selector.is_none() && s.api == Api::EventsV1)
+    );
 }
