@@ -76,14 +76,24 @@ pub enum ErrorKind {
     Permanent,
 }
 
-/// Why an exporter did not acknowledge a batch. `reason` is a short, fixed,
-/// low-cardinality word for metrics; `message` is for humans.
+/// Why an exporter did not acknowledge a whole batch. `reason` is a short,
+/// fixed, low-cardinality word for metrics; `message` is for humans.
+///
+/// Sinks that report per record (bulk APIs, delivery reports) say which
+/// records of the batch were delivered anyway (`delivered`) and which were
+/// refused for good (`rejected`, with the sink's error). The pipeline
+/// acknowledges the delivered ones, sends the rejected ones to the exporter's
+/// dead-letter exporter, and resends only the rest (as `kind` says).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ExportError {
     pub kind: ErrorKind,
     pub reason: &'static str,
     pub message: String,
+    /// Indices into the batch of records that were delivered.
+    pub delivered: Vec<usize>,
+    /// Indices into the batch of records refused permanently, with why.
+    pub rejected: Vec<(usize, String)>,
 }
 
 impl ExportError {
@@ -92,6 +102,8 @@ impl ExportError {
             kind: ErrorKind::Transient,
             reason,
             message: message.into(),
+            delivered: Vec::new(),
+            rejected: Vec::new(),
         }
     }
 
@@ -100,7 +112,21 @@ impl ExportError {
             kind: ErrorKind::Permanent,
             reason,
             message: message.into(),
+            delivered: Vec::new(),
+            rejected: Vec::new(),
         }
+    }
+
+    /// Marks records of the batch (by index) as delivered despite the error.
+    pub fn with_delivered(mut self, delivered: Vec<usize>) -> Self {
+        self.delivered = delivered;
+        self
+    }
+
+    /// Marks records of the batch (by index) as refused for good, each with its error.
+    pub fn with_rejected(mut self, rejected: Vec<(usize, String)>) -> Self {
+        self.rejected = rejected;
+        self
     }
 }
 
@@ -117,9 +143,9 @@ pub struct ConfigError {
 ///
 /// Acknowledgement contract: `Ok(())` means every record of the batch is
 /// delivered as durably as the exporter's policy promises, so the checkpoint
-/// may move past it. An `Err` means none of the batch may be counted as
-/// delivered; an exporter that wrote part of a batch must either undo it or
-/// make the resend harmless (idempotent keys).
+/// may move past it. An `Err` means only the records it lists in `delivered`
+/// count as delivered; an exporter that wrote more than it lists must either
+/// undo it or make the resend harmless (idempotent keys).
 #[async_trait]
 pub trait Exporter: Send + Sync {
     /// The name the config gives this exporter.

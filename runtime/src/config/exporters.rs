@@ -30,6 +30,10 @@ pub struct ExporterCommon {
     pub retry_initial_backoff: Duration,
     #[serde(deserialize_with = "units::de_duration")]
     pub retry_max_backoff: Duration,
+    /// Another exporter that receives the records this one refuses for good,
+    /// each wrapped with the error. Without it, such records are counted as
+    /// dropped and logged.
+    pub dead_letter: Option<String>,
 }
 
 impl Default for ExporterCommon {
@@ -40,6 +44,7 @@ impl Default for ExporterCommon {
             queue_max_events: 10_000,
             retry_initial_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(30),
+            dead_letter: None,
         }
     }
 }
@@ -50,6 +55,7 @@ const COMMON_KEYS: &[&str] = &[
     "queue_max_events",
     "retry_initial_backoff",
     "retry_max_backoff",
+    "dead_letter",
 ];
 
 /// The type-specific part.
@@ -105,6 +111,24 @@ pub(crate) fn parse_all(value: Option<Spanned<DeValue<'_>>>, problems: &mut Prob
                 problems.at(e.span.clone(), format!("exporter `{}` is defined twice", e.name));
             }
             out.push(e);
+        }
+    }
+    for e in &out {
+        if let Some(dl) = &e.common.dead_letter {
+            if dl == &e.name {
+                problems.at(
+                    e.span.clone(),
+                    format!("exporter `{}` cannot be its own dead_letter", e.name),
+                );
+            } else if !names.contains(dl) {
+                problems.at(
+                    e.span.clone(),
+                    format!(
+                        "exporter `{}` has dead_letter `{dl}`, which is not a defined exporter",
+                        e.name
+                    ),
+                );
+            }
         }
     }
     out

@@ -93,8 +93,15 @@ where
         let (tx, rx) = mpsc::channel::<Queued>(slot.common.queue_max_events.max(1));
         let m = metrics.exporter(&slot.name);
         queues.push((tx, m.clone()));
+        let dead_letter = slot
+            .common
+            .dead_letter
+            .as_ref()
+            .and_then(|dl| setup.exporters.iter().find(|s| &s.name == dl))
+            .map(|s| (s.clone(), metrics.exporter(&s.name)));
         workers.push(tokio::spawn(worker(
             slot.clone(),
+            dead_letter,
             rx,
             ack_tx.clone(),
             m,
@@ -341,6 +348,7 @@ async fn process(
 /// Batches, exports and retries for one exporter.
 async fn worker(
     slot: ExporterSlot,
+    dead_letter: Option<(ExporterSlot, ExporterMetrics)>,
     mut rx: mpsc::Receiver<Queued>,
     ack_tx: mpsc::UnboundedSender<AckMsg>,
     m: ExporterMetrics,
@@ -370,7 +378,11 @@ async fn worker(
             seqs.push(seq);
             batch.push(rec);
         }
-        if !export_with_retry(&slot, &batch, &m, &shutdown, drain_timeout).await {
+        let retry = Retry {
+            shutdown: &shutdown,
+            drain_timeout,
+        };
+        if !export_with_retry(&slot, &batch, &m, dead_letter.as_ref(), &retry).await {
             return;
         }
         if ack_tx.send(AckMsg::Acked(seqs.clone())).is_err() {
@@ -379,51 +391,18 @@ async fn worker(
     }
 }
 
-/// Exports one batch until it is acknowledged. Returns false if it gave up
-/// because shutdown's drain time ran out (the batch stays unacknowledged).
-async fn export_with_retry(
-    slot: &ExporterSlot,
-    batch: &[Arc<Record>],
-    m: &ExporterMetrics,
-    shutdown: &CancellationToken,
+/// When to stop retrying.
+struct Retry<'a> {
+    shutdown: &'a CancellationToken,
     drain_timeout: Duration,
-) -> bool {
-    let n = batch.len() as u64;
-    let mut backoff = slot.common.retry_initial_backoff;
-    let mut attempt: u32 = 0;
-    let mut give_up_at: Option<Instant> = None;
-    loop {
-        attempt += 1;
-        match slot.exporter.export(batch).await {
-            Ok(()) => {
-                if attempt > 1 {
-                    tracing::info!(exporter = %slot.name, attempts = attempt, "exporter recovered");
-                }
-                m.exported.inc_by(n);
-                m.batches.inc();
-                return true;
-            }
-            Err(e) if e.kind == ErrorKind::Permanent => {
-                m.dropped(e.reason, n);
-                tracing::error!(
-                    exporter = %slot.name, events = n, reason = e.reason, error = %e,
-                    "exporter refused a batch permanently; the events are counted as dropped"
-                );
-                return true;
-            }
-            Err(e) => {
-                m.failed(e.reason, n);
-                if attempt.is_power_of_two() {
-                    tracing::warn!(
-                        exporter = %slot.name, events = n, attempt, reason = e.reason, error = %e,
-                        retry_in = ?backoff, "export failed; retrying"
-                    );
-                }
-            }
-        }
+}
+
+impl Retry<'_> {
+    /// Sleeps `backoff` with jitter; false if shutdown's drain time would run out first.
+    async fn sleep(&self, backoff: Duration, give_up_at: &mut Option<Instant>) -> bool {
         let jittered = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
-        if shutdown.is_cancelled() {
-            let limit = *give_up_at.get_or_insert_with(|| Instant::now() + drain_timeout);
+        if self.shutdown.is_cancelled() {
+            let limit = *give_up_at.get_or_insert_with(|| Instant::now() + self.drain_timeout);
             if Instant::now() + jittered > limit {
                 return false;
             }
@@ -431,10 +410,159 @@ async fn export_with_retry(
         } else {
             tokio::select! {
                 _ = tokio::time::sleep(jittered) => {}
-                _ = shutdown.cancelled() => {}
+                _ = self.shutdown.cancelled() => {}
             }
         }
+        true
+    }
+}
+
+/// Exports one batch until every record is delivered or dead-lettered.
+/// Records the sink reports as delivered are not sent again; records it
+/// refuses for good go to the dead-letter exporter. Returns false if it gave
+/// up because shutdown's drain time ran out (the batch stays unacknowledged).
+async fn export_with_retry(
+    slot: &ExporterSlot,
+    batch: &[Arc<Record>],
+    m: &ExporterMetrics,
+    dead_letter: Option<&(ExporterSlot, ExporterMetrics)>,
+    retry: &Retry<'_>,
+) -> bool {
+    let mut remaining: Vec<Arc<Record>> = batch.to_vec();
+    let mut backoff = slot.common.retry_initial_backoff;
+    let mut attempt: u32 = 0;
+    let mut give_up_at: Option<Instant> = None;
+    loop {
+        attempt += 1;
+        let e = match slot.exporter.export(&remaining).await {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(exporter = %slot.name, attempts = attempt, "exporter recovered");
+                }
+                m.exported.inc_by(remaining.len() as u64);
+                m.batches.inc();
+                return true;
+            }
+            Err(e) => e,
+        };
+        let mut done = vec![false; remaining.len()];
+        for &i in &e.delivered {
+            if i < done.len() && !done[i] {
+                done[i] = true;
+                m.exported.inc();
+            }
+        }
+        let mut rejected: Vec<(Arc<Record>, String)> = Vec::new();
+        for (i, why) in &e.rejected {
+            if *i < done.len() && !done[*i] {
+                done[*i] = true;
+                rejected.push((remaining[*i].clone(), why.clone()));
+            }
+        }
+        if e.kind == ErrorKind::Permanent {
+            for (i, d) in done.iter_mut().enumerate() {
+                if !*d {
+                    *d = true;
+                    rejected.push((remaining[i].clone(), e.message.clone()));
+                }
+            }
+        }
+        if !rejected.is_empty() && !send_to_dead_letter(slot, e.reason, rejected, m, dead_letter, retry).await {
+            return false;
+        }
+        let mut i = 0;
+        remaining.retain(|_| {
+            i += 1;
+            !done[i - 1]
+        });
+        if remaining.is_empty() {
+            m.batches.inc();
+            return true;
+        }
+        m.failed(e.reason, remaining.len() as u64);
+        if attempt.is_power_of_two() {
+            tracing::warn!(
+                exporter = %slot.name, events = remaining.len(), attempt, reason = e.reason, error = %e,
+                retry_in = ?backoff, "export failed; retrying"
+            );
+        }
+        if !retry.sleep(backoff, &mut give_up_at).await {
+            return false;
+        }
         backoff = (backoff * 2).min(slot.common.retry_max_backoff);
+    }
+}
+
+/// The record written to a dead-letter exporter: the event with why it was refused.
+pub fn dead_letter_record(rec: &Record, exporter: &str, reason: &str, error: &str) -> Record {
+    let mut json = Vec::with_capacity(rec.json.len() + error.len() + 128);
+    let head = serde_json::json!({
+        "dead_letter": {
+            "exporter": exporter,
+            "reason": reason,
+            "error": error,
+            "time": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    });
+    // `{"dead_letter":{…},"event":<the record's JSON>}`, without re-parsing the event.
+    let head = head.to_string();
+    json.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    json.extend_from_slice(b",\"event\":");
+    json.extend_from_slice(&rec.json);
+    json.push(b'}');
+    Record::new(rec.fields.clone(), json)
+}
+
+/// Hands refused records to the dead-letter exporter (retrying it while it is
+/// down), or counts and logs them as dropped when there is none.
+async fn send_to_dead_letter(
+    slot: &ExporterSlot,
+    reason: &'static str,
+    rejected: Vec<(Arc<Record>, String)>,
+    m: &ExporterMetrics,
+    dead_letter: Option<&(ExporterSlot, ExporterMetrics)>,
+    retry: &Retry<'_>,
+) -> bool {
+    let n = rejected.len() as u64;
+    let Some((dl, dl_m)) = dead_letter else {
+        m.dropped(reason, n);
+        tracing::error!(
+            exporter = %slot.name, events = n, reason, first_error = %rejected[0].1,
+            "exporter refused events for good and has no dead_letter exporter: counted as dropped"
+        );
+        return true;
+    };
+    let records: Vec<Arc<Record>> = rejected
+        .iter()
+        .map(|(r, why)| Arc::new(dead_letter_record(r, &slot.name, reason, why)))
+        .collect();
+    tracing::warn!(
+        exporter = %slot.name, dead_letter = %dl.name, events = n, reason, first_error = %rejected[0].1,
+        "exporter refused events for good; writing them to the dead-letter exporter"
+    );
+    let mut backoff = dl.common.retry_initial_backoff;
+    let mut give_up_at = None;
+    loop {
+        match dl.exporter.export(&records).await {
+            Ok(()) => {
+                m.dropped("dead_lettered", n);
+                dl_m.exported.inc_by(n);
+                return true;
+            }
+            Err(e) if e.kind == ErrorKind::Permanent => {
+                m.dropped(reason, n);
+                tracing::error!(exporter = %slot.name, dead_letter = %dl.name, error = %e, events = n,
+                    "the dead-letter exporter refused the events too: counted as dropped");
+                return true;
+            }
+            Err(e) => {
+                dl_m.failed(e.reason, n);
+                if !retry.sleep(backoff, &mut give_up_at).await {
+                    return false;
+                }
+                backoff = (backoff * 2).min(dl.common.retry_max_backoff);
+            }
+        }
     }
 }
 
