@@ -271,3 +271,109 @@ async fn startup_max_age_drops_only_old_events_from_the_first_list() {
     assert_eq!(summary.startup_dropped, 1);
     assert_eq!(uids(&all), vec!["new-listed", "old-watched"]);
 }
+
+/// First call: records 0 and 2 delivered, record 1 refused for good, the rest
+/// failed transiently. Later calls succeed.
+struct Partial {
+    inner: Fake,
+    first: AtomicU32,
+}
+
+#[async_trait]
+impl Exporter for Partial {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        self.inner.calls.fetch_add(1, Ordering::SeqCst);
+        if self.first.swap(0, Ordering::SeqCst) == 1 {
+            let mut got = self.inner.got.lock().unwrap();
+            for i in [0, 2] {
+                got.push(serde_json::from_slice(&batch[i].json).unwrap());
+            }
+            return Err(ExportError::transient("bulk_partial", "2 of 5 items failed")
+                .with_delivered(vec![0, 2])
+                .with_rejected(vec![(1, "mapper_parsing_exception: failed to parse [count]".into())]));
+        }
+        self.inner.export(batch).await
+    }
+}
+
+#[tokio::test]
+async fn partial_delivery_resends_only_the_rest_and_dead_letters_the_refused() {
+    let config = r#"
+[[exporters]]
+name = "es"
+type = "stdout"
+batch_max_events = 5
+batch_timeout = "50ms"
+retry_initial_backoff = "5ms"
+dead_letter = "dlq"
+
+[[exporters]]
+name = "dlq"
+type = "stdout"
+
+[[routes]]
+name = "all"
+default = true
+exporters = ["es"]
+"#;
+    let cfg = Config::parse(config, Path::new("t.toml")).unwrap();
+    let mut s = setup::pipeline_setup(&cfg, "c1", Duration::from_secs(2)).unwrap();
+    let es = Arc::new(Partial {
+        inner: Fake {
+            name: "es".into(),
+            ..Default::default()
+        },
+        first: AtomicU32::new(1),
+    });
+    let dlq = fake("dlq", 1);
+    s.exporters[0].exporter = es.clone();
+    s.exporters[1].exporter = dlq.clone();
+    let items: Vec<SourceItem> = (0..5).map(|i| item(&format!("e{i}"), &format!("{i}"), "Normal", "a")).collect();
+    let (tx, _rx) = watch::channel(Checkpoint::default());
+    let summary = run(futures::stream::iter(items), s, Arc::new(Metrics::new()), CancellationToken::new(), tx).await;
+
+    // Delivered ones once, the transient ones resent once, the refused one never resent.
+    // (How many calls that takes depends on how the five events were batched.)
+    assert_eq!(uids(&es.inner), vec!["e0", "e2", "e3", "e4"]);
+    // The dead-letter exporter failed once (transient) and then got the refused record, wrapped.
+    let dl = dlq.got.lock().unwrap().clone();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["event"]["uid"], "e1");
+    assert_eq!(dl[0]["dead_letter"]["exporter"], "es");
+    assert_eq!(dl[0]["dead_letter"]["reason"], "bulk_partial");
+    assert_eq!(dl[0]["dead_letter"]["error"], "mapper_parsing_exception: failed to parse [count]");
+    assert_eq!(summary.unacknowledged, 0);
+    assert_eq!(summary.checkpoint.streams, vec![Some("4".to_string())]);
+}
+
+#[tokio::test]
+async fn permanent_failure_without_dead_letter_is_counted_and_acknowledged() {
+    let (warn, all) = (fake("warn", 0), fake("all", 0));
+    // Replace "warn" with an exporter that refuses everything permanently.
+    struct Refuse;
+    #[async_trait]
+    impl Exporter for Refuse {
+        fn name(&self) -> &str {
+            "warn"
+        }
+        async fn export(&self, _: &Batch) -> Result<(), ExportError> {
+            Err(ExportError::permanent("message_too_large", "too large"))
+        }
+    }
+    let mut s = setup_with(&[warn, all.clone()]);
+    s.exporters[0].exporter = Arc::new(Refuse);
+    let metrics = Arc::new(Metrics::new());
+    let (tx, _rx) = watch::channel(Checkpoint::default());
+    let items = vec![item("w1", "1", "Warning", "a"), item("w2", "2", "Warning", "a")];
+    let summary = run(futures::stream::iter(items), s, metrics.clone(), CancellationToken::new(), tx).await;
+    assert_eq!(uids(&all), vec!["w1", "w2"]);
+    assert_eq!(summary.unacknowledged, 0, "refused events do not block the checkpoint");
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"event_collector_exporter_dropped_total{exporter="warn",reason="message_too_large"} 2"#),
+        "{text}"
+    );
+}
