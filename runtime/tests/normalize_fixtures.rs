@@ -8,7 +8,9 @@ use std::sync::Arc;
 use event_collector::event::{Api, Event, NormalizeOptions, RawEvent, WatchType, normalize};
 
 fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -73,8 +75,15 @@ fn core_minimal_has_nulls_not_errors() {
 fn core_series_created_like_newer_clients() {
     let e = both("core-series-created");
     assert_eq!(e.count, 2, "series.count");
-    assert_eq!(e.timestamp, "2026-11-21T22:04:10.987654Z", "series.lastObservedTime, microseconds kept");
-    assert_eq!(e.first_timestamp.as_deref(), Some("2026-11-21T21:59:58.000001Z"), "eventTime");
+    assert_eq!(
+        e.timestamp, "2026-11-21T22:04:10.987654Z",
+        "series.lastObservedTime, microseconds kept"
+    );
+    assert_eq!(
+        e.first_timestamp.as_deref(),
+        Some("2026-11-21T21:59:58.000001Z"),
+        "eventTime"
+    );
     assert_eq!(e.reporting_controller.as_deref(), Some("example.com/sync-controller"));
     assert_eq!(e.action.as_deref(), Some("Reconcile"));
 }
@@ -96,7 +105,11 @@ fn events_v1_created_maps_regarding_related_note() {
     assert_eq!(e.message, e.note);
     assert!(e.related.is_some(), "related kept");
     assert!(e.reporting_controller.is_some() && e.reporting_instance.is_some());
-    assert!(e.timestamp.contains('.'), "MicroTime keeps sub-seconds: {}", e.timestamp);
+    assert!(
+        e.timestamp.contains('.'),
+        "MicroTime keeps sub-seconds: {}",
+        e.timestamp
+    );
 }
 
 #[test]
@@ -126,7 +139,10 @@ fn list_items_normalize_without_kind_or_api_version() {
 
 #[test]
 fn watch_streams_decode_and_carry_repeats() {
-    for (file, api) in [("watch-core.jsonl", Api::CoreV1), ("watch-events-v1.jsonl", Api::EventsV1)] {
+    for (file, api) in [
+        ("watch-core.jsonl", Api::CoreV1),
+        ("watch-events-v1.jsonl", Api::EventsV1),
+    ] {
         let mut counts = Vec::new();
         for line in fixture(file).lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();

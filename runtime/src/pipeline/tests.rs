@@ -331,9 +331,18 @@ exporters = ["es"]
     let dlq = fake("dlq", 1);
     s.exporters[0].exporter = es.clone();
     s.exporters[1].exporter = dlq.clone();
-    let items: Vec<SourceItem> = (0..5).map(|i| item(&format!("e{i}"), &format!("{i}"), "Normal", "a")).collect();
+    let items: Vec<SourceItem> = (0..5)
+        .map(|i| item(&format!("e{i}"), &format!("{i}"), "Normal", "a"))
+        .collect();
     let (tx, _rx) = watch::channel(Checkpoint::default());
-    let summary = run(futures::stream::iter(items), s, Arc::new(Metrics::new()), CancellationToken::new(), tx).await;
+    let summary = run(
+        futures::stream::iter(items),
+        s,
+        Arc::new(Metrics::new()),
+        CancellationToken::new(),
+        tx,
+    )
+    .await;
 
     // Delivered ones once, the transient ones resent once, the refused one never resent.
     // (How many calls that takes depends on how the five events were batched.)
@@ -344,7 +353,10 @@ exporters = ["es"]
     assert_eq!(dl[0]["event"]["uid"], "e1");
     assert_eq!(dl[0]["dead_letter"]["exporter"], "es");
     assert_eq!(dl[0]["dead_letter"]["reason"], "bulk_partial");
-    assert_eq!(dl[0]["dead_letter"]["error"], "mapper_parsing_exception: failed to parse [count]");
+    assert_eq!(
+        dl[0]["dead_letter"]["error"],
+        "mapper_parsing_exception: failed to parse [count]"
+    );
     assert_eq!(summary.unacknowledged, 0);
     assert_eq!(summary.checkpoint.streams, vec![Some("4".to_string())]);
 }
@@ -368,7 +380,14 @@ async fn permanent_failure_without_dead_letter_is_counted_and_acknowledged() {
     let metrics = Arc::new(Metrics::new());
     let (tx, _rx) = watch::channel(Checkpoint::default());
     let items = vec![item("w1", "1", "Warning", "a"), item("w2", "2", "Warning", "a")];
-    let summary = run(futures::stream::iter(items), s, metrics.clone(), CancellationToken::new(), tx).await;
+    let summary = run(
+        futures::stream::iter(items),
+        s,
+        metrics.clone(),
+        CancellationToken::new(),
+        tx,
+    )
+    .await;
     assert_eq!(uids(&all), vec!["w1", "w2"]);
     assert_eq!(summary.unacknowledged, 0, "refused events do not block the checkpoint");
     let text = metrics.encode();
