@@ -31,7 +31,12 @@ pub struct StdoutConfig {
 }
 
 impl StdoutConfig {
-    /// Builds the exporter named `name`. Nothing can be invalid yet.
+    /// Checks the settings; nothing can be invalid yet.
+    pub fn validate(&self, _name: &str) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Builds the exporter named `name`.
     pub fn build(&self, name: &str) -> Result<StdoutExporter, ConfigError> {
         Ok(StdoutExporter::with_writer(name, self.pretty, Box::new(io::stdout())))
     }

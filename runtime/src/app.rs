@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -76,11 +75,16 @@ async fn stop_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// Loads a config and builds its exporters without starting anything.
+/// Loads a config and checks every exporter's settings, without starting
+/// anything or touching the file system.
 pub fn check_config(path: &std::path::Path) -> anyhow::Result<Config> {
     let config = Config::load(path)?;
     for e in &config.exporters {
-        setup::build_exporter(e).with_context(|| format!("{}: exporter `{}`", path.display(), e.name))?;
+        setup::validate_exporter(e).map_err(|err| {
+            let src = std::fs::read_to_string(path).unwrap_or_default();
+            let (line, col) = crate::config::line_col(&src, e.span.start);
+            anyhow::anyhow!("{}:{line}:{col}: {err}", path.display())
+        })?;
     }
     Ok(config)
 }

@@ -20,6 +20,14 @@ pub fn build_exporter(cfg: &ExporterConfig) -> Result<SharedExporter, ExporterCo
     })
 }
 
+/// Checks one exporter's settings without starting it or touching the file system.
+pub fn validate_exporter(cfg: &ExporterConfig) -> Result<(), ExporterConfigError> {
+    match &cfg.kind {
+        ExporterKind::Volume(v) => v.validate(&cfg.name),
+        ExporterKind::Stdout(s) => s.validate(&cfg.name),
+    }
+}
+
 /// Builds every exporter; the first error names its exporter and its place in the file.
 pub fn build_exporters(config: &Config) -> anyhow::Result<Vec<ExporterSlot>> {
     config

@@ -58,6 +58,39 @@ fn check_config_accepts_the_default_config() {
 }
 
 #[test]
+fn check_config_has_no_side_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("not-created");
+    let config = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "[[exporters]]\nname = \"v\"\ntype = \"volume\"\npath = \"{}\"\n",
+            out_dir.display()
+        ),
+    );
+    let out = bin().arg("check-config").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!out_dir.exists(), "check-config must not create the volume directory");
+
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[[exporters]]\nname = \"v\"\ntype = \"volume\"\npath = \"/tmp/x\"\nmax_files = 0\n",
+    );
+    let out = bin().arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:1:1: exporter `v`: `max_files` must be at least 1",
+            bad.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_config_rejects_with_positions_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let bad = write(

@@ -284,6 +284,12 @@ impl VolumeConfig {
     /// that is not writable yet is a runtime error (`health` says why, and
     /// `export` is retried), not a startup failure.
     pub fn build(&self, name: &str) -> Result<VolumeExporter, ConfigError> {
+        self.validate(name)?;
+        self.start(name)
+    }
+
+    /// Checks the settings without touching the file system or starting anything.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let err = |message: String| ConfigError {
             exporter: name.to_string(),
             message,
@@ -312,7 +318,15 @@ impl VolumeConfig {
         if self.max_age.is_some_and(|a| a.is_zero()) {
             return Err(err("`max_age` must be greater than zero (omit it for no limit)".into()));
         }
+        Ok(())
+    }
 
+    fn start(&self, name: &str) -> Result<VolumeExporter, ConfigError> {
+        let err = |message: String| ConfigError {
+            exporter: name.to_string(),
+            message,
+        };
+        let prefix = &self.file_prefix;
         let ctx = Arc::new(Ctx {
             name: name.to_string(),
             active_path: self.path.join(naming::active_name(prefix)),
