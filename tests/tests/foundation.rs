@@ -370,7 +370,27 @@ async fn sigterm_stops_cleanly_with_exit_zero() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("events");
     let config = write_config(work.path(), &volume_config("events.k8s.io/v1", &out));
-    let mut collector = Collector::start(&config, cluster.collector_kubeconfig(), &[]).unwrap();
+    // A context that is not in the kubeconfig is a clear error naming it.
+    let out = std::process::Command::new(event_collector_e2e::collector_bin())
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            cluster.collector_kubeconfig(),
+        ])
+        .args(["--context", "no-such-context"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-context") && err.contains(cluster.collector_kubeconfig()),
+        "{err}"
+    );
+
+    let context = cluster.get("KUBE_CONTEXT").to_string();
+    assert!(!context.is_empty());
+    let mut collector = Collector::start(&config, cluster.collector_kubeconfig(), &["--context", &context]).unwrap();
     wait_for(WAIT, || {
         collector.log_text().contains("watch established").then_some(())
     })
