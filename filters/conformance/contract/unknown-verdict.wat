@@ -1,0 +1,7 @@
+;; Answers a verdict the ABI does not have: an error.
+(module
+  (memory (export "memory") 2)
+  (data (i32.const 16) "{\"verdict\":\"maybe\"}")
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "process") (param i32 i32) (result i64)
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 19))))

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds rust-enrich-team.wasm (a wasm32-wasip2 component) next to this script.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ../env.sh
+need cargo
+cargo build --release --locked --target wasm32-wasip2 --quiet
+cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/rust_enrich_team.wasm" rust-enrich-team.wasm
