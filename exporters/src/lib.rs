@@ -6,6 +6,7 @@
 //! the runtime: records arrive already serialized, so a sink only writes bytes
 //! and keys them on the few fields in [`RecordFields`].
 
+pub mod elasticsearch;
 pub mod stdout;
 pub mod units;
 pub mod volume;

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::time::Duration;
 
+use event_collector_exporters::elasticsearch::ElasticsearchConfig;
 use event_collector_exporters::{stdout::StdoutConfig, units, volume::VolumeConfig};
 use serde::Deserialize;
 use toml::Spanned;
@@ -63,6 +64,8 @@ const COMMON_KEYS: &[&str] = &[
 pub enum ExporterKind {
     Volume(VolumeConfig),
     Stdout(StdoutConfig),
+    /// `type = "elasticsearch"` or its alias `"opensearch"`.
+    Elasticsearch(ElasticsearchConfig),
 }
 
 impl ExporterKind {
@@ -70,11 +73,12 @@ impl ExporterKind {
         match self {
             ExporterKind::Volume(_) => "volume",
             ExporterKind::Stdout(_) => "stdout",
+            ExporterKind::Elasticsearch(_) => "elasticsearch",
         }
     }
 }
 
-const TYPES: &[&str] = &["volume", "stdout"];
+const TYPES: &[&str] = &["volume", "stdout", "elasticsearch", "opensearch"];
 
 #[derive(Debug, Clone)]
 pub struct ExporterConfig {
@@ -173,6 +177,7 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
     let kind = match ty_name.as_str() {
         "volume" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Volume),
         "stdout" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Stdout),
+        "elasticsearch" | "opensearch" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Elasticsearch),
         other => {
             problems.at(
                 ty.span(),
