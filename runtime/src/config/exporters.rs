@@ -65,7 +65,7 @@ pub enum ExporterKind {
     Volume(VolumeConfig),
     Stdout(StdoutConfig),
     /// `type = "elasticsearch"` or its alias `"opensearch"`.
-    Elasticsearch(ElasticsearchConfig),
+    Elasticsearch(Box<ElasticsearchConfig>),
 }
 
 impl ExporterKind {
@@ -177,7 +177,9 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
     let kind = match ty_name.as_str() {
         "volume" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Volume),
         "stdout" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Stdout),
-        "elasticsearch" | "opensearch" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Elasticsearch),
+        "elasticsearch" | "opensearch" => {
+            de_table(own, span.clone(), problems, &name).map(|c| ExporterKind::Elasticsearch(Box::new(c)))
+        }
         other => {
             problems.at(
                 ty.span(),
