@@ -23,6 +23,7 @@ step() { log "[$(( $(date +%s) - start ))s] $*"; }
 step "installing test servers (cached in $EC_CACHE)"
 bash dev_setup/install-kube.sh
 bash dev_setup/install-es.sh
+bash dev_setup/install-kafka.sh
 
 if [ "$lint" = 1 ]; then
   step "cargo fmt --check"

@@ -7,6 +7,7 @@
 //! and keys them on the few fields in [`RecordFields`].
 
 pub mod elasticsearch;
+pub mod kafka;
 pub mod stdout;
 pub mod units;
 pub mod volume;

@@ -18,6 +18,7 @@ pub fn build_exporter(cfg: &ExporterConfig) -> Result<SharedExporter, ExporterCo
         ExporterKind::Volume(v) => Arc::new(v.build(&cfg.name)?),
         ExporterKind::Stdout(s) => Arc::new(s.build(&cfg.name)?),
         ExporterKind::Elasticsearch(e) => Arc::new(e.build(&cfg.name)?),
+        ExporterKind::Kafka(k) => Arc::new(k.build(&cfg.name)?),
     })
 }
 
@@ -29,6 +30,7 @@ pub fn validate_exporter(cfg: &ExporterConfig) -> Result<(), ExporterConfigError
         // Outside a Tokio runtime, building contacts nothing: it checks the
         // settings and that the secret and CA files can be read.
         ExporterKind::Elasticsearch(e) => e.build(&cfg.name).map(|_| ()),
+        ExporterKind::Kafka(k) => k.validate(&cfg.name),
     }
 }
 

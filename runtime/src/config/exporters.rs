@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use event_collector_exporters::elasticsearch::ElasticsearchConfig;
+use event_collector_exporters::kafka::KafkaConfig;
 use event_collector_exporters::{stdout::StdoutConfig, units, volume::VolumeConfig};
 use serde::Deserialize;
 use toml::Spanned;
@@ -66,6 +67,7 @@ pub enum ExporterKind {
     Stdout(StdoutConfig),
     /// `type = "elasticsearch"` or its alias `"opensearch"`.
     Elasticsearch(Box<ElasticsearchConfig>),
+    Kafka(Box<KafkaConfig>),
 }
 
 impl ExporterKind {
@@ -74,11 +76,12 @@ impl ExporterKind {
             ExporterKind::Volume(_) => "volume",
             ExporterKind::Stdout(_) => "stdout",
             ExporterKind::Elasticsearch(_) => "elasticsearch",
+            ExporterKind::Kafka(_) => "kafka",
         }
     }
 }
 
-const TYPES: &[&str] = &["volume", "stdout", "elasticsearch", "opensearch"];
+const TYPES: &[&str] = &["volume", "stdout", "kafka", "elasticsearch", "opensearch"];
 
 #[derive(Debug, Clone)]
 pub struct ExporterConfig {
@@ -177,6 +180,7 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
     let kind = match ty_name.as_str() {
         "volume" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Volume),
         "stdout" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Stdout),
+        "kafka" => de_table(own, span.clone(), problems, &name).map(|c| ExporterKind::Kafka(Box::new(c))),
         "elasticsearch" | "opensearch" => {
             de_table(own, span.clone(), problems, &name).map(|c| ExporterKind::Elasticsearch(Box::new(c)))
         }
