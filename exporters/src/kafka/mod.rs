@@ -562,7 +562,12 @@ impl KafkaConfig {
 
     /// Checks the settings and reads the secrets, without contacting Kafka or starting anything.
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        self.client_config(name).map(|_| ())
+        let cc = self.client_config(name)?;
+        // librdkafka checks every property name and value here, without creating a client.
+        cc.create_native_config().map(|_| ()).map_err(|e| ConfigError {
+            exporter: name.to_string(),
+            message: format!("invalid librdkafka configuration: {}", kafka_message(&e)),
+        })
     }
 
     /// Checks the config and starts an exporter named `name`.
