@@ -4,6 +4,7 @@
 //! [`source`] (watch both Event APIs) → [`event`] (normalize to one schema) →
 //! [`route`] (the TOML routing table) → exporters (the `event-collector-exporters`
 //! crate), wired by [`pipeline`] with acknowledgements tracked by [`ack`].
+//! [`filter`] runs the WASM filter and enricher modules routes name.
 //! [`config`] loads and validates the TOML; [`setup`] builds the parts from it;
 //! [`app`] runs the whole collector; [`metrics`] counts everything.
 
@@ -12,6 +13,7 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod explain;
+pub mod filter;
 pub mod metrics;
 pub mod pipeline;
 pub mod route;

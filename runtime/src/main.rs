@@ -60,6 +60,36 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// WASM filter tools (with --config: the filter's config as JSON or TOML,
+    /// or a collector config whose [[filters]] entry for the module is used).
+    Filter {
+        #[command(subcommand)]
+        command: FilterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FilterCommand {
+    /// Run events through a module: each verdict, the fields a replacement
+    /// changed, then the median and p99 time per call.
+    Test {
+        /// The module (.wasm: a component or a core module).
+        #[arg(long)]
+        module: PathBuf,
+        /// JSON Lines: events (normalized, or as the API server serves them) or
+        /// test vectors ({"input": ..., "expect": ...}).
+        #[arg(long)]
+        input: PathBuf,
+        /// Run the input this many times (only the first pass is printed), for steadier timings.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Show a module's contract version, exports and imports, and the WASI
+    /// imports the config does not grant.
+    Check {
+        /// The module (.wasm).
+        module: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +144,7 @@ fn main() -> ExitCode {
         Some(Command::Route {
             command: RouteCommand::Explain { event },
         }) => route_explain(&config_path, &event),
+        Some(Command::Filter { command }) => filter_command(command, cli.config.as_deref()),
         Some(Command::Run(args)) => run(config_path, args),
         None => run(config_path, cli.run),
     };
@@ -133,6 +164,25 @@ fn route_explain(config_path: &std::path::Path, event: &std::path::Path) -> anyh
     let ev = explain::parse_event(&text, &event.display().to_string(), &cluster)?;
     print!("{}", explain::explain(&config, &ev));
     Ok(())
+}
+
+fn filter_command(command: FilterCommand, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use event_collector::filter::tools;
+    let mut out = std::io::stdout().lock();
+    match command {
+        FilterCommand::Test { module, input, repeat } => tools::filter_test(
+            &tools::TestOptions {
+                module,
+                config: config.map(std::path::Path::to_path_buf),
+                input,
+                repeat,
+                cluster: "default".into(),
+            },
+            &mut out,
+        )
+        .map(|_| ()),
+        FilterCommand::Check { module } => tools::filter_check(&module, config, &mut out),
+    }
 }
 
 fn run(config: PathBuf, args: RunArgs) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::event::Api;
@@ -50,6 +51,76 @@ impl ExporterMetrics {
     }
 }
 
+/// Handles for one WASM filter's metrics (see `crate::filter`).
+#[derive(Clone)]
+pub struct FilterMetrics {
+    /// Calls by verdict.
+    pub keep: Counter,
+    pub drop: Counter,
+    pub replace: Counter,
+    /// Calls that failed (any kind; see `failure`).
+    pub error: Counter,
+    /// Events that skipped the filter: breaker open, or module deleted with `on_delete = "bypass"`.
+    pub bypassed: Counter,
+    /// Time per call, in seconds.
+    pub call_seconds: Histogram,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Gauge,
+    failures: Family<Labels, Counter>,
+    swaps: Family<Labels, Counter>,
+    instantiations: Family<Labels, Counter>,
+    name: String,
+}
+
+impl FilterMetrics {
+    /// A failed call, by kind: trap, timeout, memory, guest_error, invalid_output, instantiate, panic.
+    pub fn failure(&self, kind: &str) {
+        self.failures
+            .get_or_create(&l2("filter", &self.name, "kind", kind))
+            .inc();
+    }
+
+    /// How many failures of this kind so far.
+    pub fn failures(&self, kind: &str) -> u64 {
+        self.failures
+            .get_or_create(&l2("filter", &self.name, "kind", kind))
+            .get()
+    }
+
+    /// A module change: swapped, rejected, deleted, bypassed, restored.
+    pub fn swap(&self, result: &str) {
+        self.swaps
+            .get_or_create(&l2("filter", &self.name, "result", result))
+            .inc();
+    }
+
+    pub fn swaps(&self, result: &str) -> u64 {
+        self.swaps
+            .get_or_create(&l2("filter", &self.name, "result", result))
+            .get()
+    }
+
+    /// A new instance, by reason: start, recycle_calls, recycle_memory, failure, swap.
+    pub fn instantiated(&self, reason: &str) {
+        self.instantiations
+            .get_or_create(&l2("filter", &self.name, "reason", reason))
+            .inc();
+    }
+
+    pub fn instantiations(&self, reason: &str) -> u64 {
+        self.instantiations
+            .get_or_create(&l2("filter", &self.name, "reason", reason))
+            .get()
+    }
+}
+
+fn filter_call_histogram() -> Histogram {
+    // 1µs .. ~16ms, then +Inf: per-call costs run from ~0.2µs (no-op) to the timeout.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1e-6, 2.0, 15,
+    ))
+}
+
 pub struct Metrics {
     registry: Registry,
     received: Family<Labels, Counter>,
@@ -67,6 +138,13 @@ pub struct Metrics {
     dropped: Family<Labels, Counter>,
     queue_depth: Family<Labels, Gauge>,
     pub checkpoint_pending: Gauge,
+    filter_calls: Family<Labels, Counter>,
+    filter_call_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    filter_failures: Family<Labels, Counter>,
+    filter_breaker: Family<Labels, Gauge>,
+    filter_swaps: Family<Labels, Counter>,
+    filter_instantiations: Family<Labels, Counter>,
+    filter_cache: Family<Labels, Counter>,
 }
 
 const RECEIVED_KINDS: [&str; 3] = ["listed", "applied", "deleted"];
@@ -100,6 +178,13 @@ impl Metrics {
             dropped: Default::default(),
             queue_depth: Default::default(),
             checkpoint_pending: Default::default(),
+            filter_calls: Default::default(),
+            filter_call_seconds: Family::new_with_constructor(filter_call_histogram),
+            filter_failures: Default::default(),
+            filter_breaker: Default::default(),
+            filter_swaps: Default::default(),
+            filter_instantiations: Default::default(),
+            filter_cache: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -164,7 +249,74 @@ impl Metrics {
             "Events passed on but not yet acknowledged by all their exporters",
             m.checkpoint_pending.clone(),
         );
+        registry.register(
+            "filter_calls",
+            "WASM filter calls, by filter and verdict (keep, drop, replace, error, bypassed)",
+            m.filter_calls.clone(),
+        );
+        registry.register(
+            "filter_call_seconds",
+            "Time per WASM filter call, by filter",
+            m.filter_call_seconds.clone(),
+        );
+        registry.register(
+            "filter_failures",
+            "Failed WASM filter calls, by filter and kind (trap, timeout, memory, guest_error, invalid_output, instantiate, panic)",
+            m.filter_failures.clone(),
+        );
+        registry.register(
+            "filter_breaker_state",
+            "Circuit breaker of each WASM filter: 0 closed, 1 open, 2 half-open",
+            m.filter_breaker.clone(),
+        );
+        registry.register(
+            "filter_swaps",
+            "WASM module changes seen by the watcher, by filter and result (swapped, rejected, deleted, bypassed, restored)",
+            m.filter_swaps.clone(),
+        );
+        registry.register(
+            "filter_instantiations",
+            "WASM instances created, by filter and reason (start, recycle_calls, recycle_memory, failure, swap)",
+            m.filter_instantiations.clone(),
+        );
+        registry.register(
+            "filter_cache",
+            "Compiled-module cache lookups, by result (hit, miss, invalid, write_failed)",
+            m.filter_cache.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// The handles of WASM filter `name`.
+    pub fn filter(&self, name: &str) -> FilterMetrics {
+        let verdict = |v: &str| {
+            self.filter_calls
+                .get_or_create(&l2("filter", name, "verdict", v))
+                .clone()
+        };
+        let l = l1("filter", name);
+        FilterMetrics {
+            keep: verdict("keep"),
+            drop: verdict("drop"),
+            replace: verdict("replace"),
+            error: verdict("error"),
+            bypassed: verdict("bypassed"),
+            call_seconds: self.filter_call_seconds.get_or_create(&l).clone(),
+            breaker_state: self.filter_breaker.get_or_create(&l).clone(),
+            failures: self.filter_failures.clone(),
+            swaps: self.filter_swaps.clone(),
+            instantiations: self.filter_instantiations.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// A compiled-module cache lookup: hit, miss, invalid, write_failed.
+    pub fn filter_cache(&self, result: &str) {
+        self.filter_cache.get_or_create(&l1("result", result)).inc();
+    }
+
+    pub fn filter_cache_count(&self, result: &str) -> u64 {
+        self.filter_cache.get_or_create(&l1("result", result)).get()
     }
 
     pub fn received(&self, api: Api, kind: &str) {

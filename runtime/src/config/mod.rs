@@ -6,6 +6,7 @@
 //! Every error carries `file:line:col`. Nothing starts until a config loads.
 
 pub mod exporters;
+pub mod filters;
 pub mod pattern;
 pub mod routes;
 pub mod source;
@@ -19,6 +20,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use exporters::{ExporterCommon, ExporterConfig, ExporterKind};
+pub use filters::{FilterConfig, OnDelete, OnError, WasmConfig};
 pub use pattern::{FieldMatcher, MatcherSpec, Pattern};
 pub use routes::{RouteConfig, RouteMatch};
 pub use source::{SourceConfig, StartupPolicy, WatchApi};
@@ -36,6 +38,10 @@ pub struct Config {
     pub source: SourceConfig,
     pub exporters: Vec<ExporterConfig>,
     pub routes: Vec<RouteConfig>,
+    /// `[[filters]]`: WASM filter and enricher modules routes can name.
+    pub filters: Vec<FilterConfig>,
+    /// `[wasm]`: engine settings shared by every filter.
+    pub wasm: WasmConfig,
 }
 
 /// One problem in a config file, with its place.
@@ -74,6 +80,11 @@ pub(crate) struct Problems<'s> {
 impl<'s> Problems<'s> {
     fn new(src: &'s str) -> Self {
         Self { src, list: Vec::new() }
+    }
+
+    /// How many problems were found so far.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
     }
 
     pub(crate) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -156,6 +167,8 @@ impl Config {
         let root_span = root.span();
         let mut table = root.into_inner();
         let exporters_value = table.remove("exporters");
+        let filters_value = table.remove("filters");
+        let wasm_value = table.remove("wasm");
 
         let top = match TopLevel::deserialize(toml::de::Deserializer::from(Spanned::new(root_span.clone(), table))) {
             Ok(t) => Some(t),
@@ -165,6 +178,9 @@ impl Config {
             }
         };
         let exporters = exporters::parse_all(exporters_value, &mut problems);
+        let base = file.parent().unwrap_or(Path::new(""));
+        let filters = filters::parse_all(filters_value, base, &exporters, &mut problems);
+        let wasm = filters::parse_wasm(wasm_value, base, &mut problems);
         let Some(top) = top else {
             return Err(problems.into_error(file));
         };
@@ -176,15 +192,22 @@ impl Config {
             None => SourceConfig::default(),
         };
         let mut routes = top.routes;
-        routes::validate(&mut routes, &exporters, &mut problems);
+        routes::validate(&mut routes, &exporters, &filters, &mut problems);
         let config = Config {
             file: file.to_path_buf(),
             cluster: top.cluster,
             source,
             exporters,
             routes,
+            filters,
+            wasm,
         };
         problems.into_result(file, config)
+    }
+
+    /// The filter config with this name.
+    pub fn filter(&self, name: &str) -> Option<&FilterConfig> {
+        self.filters.iter().find(|f| f.name == name)
     }
 
     /// The exporter config with this name.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::pattern::{FieldMatcher, SpannedSpec};
-use super::{ExporterConfig, Problems};
+use super::{ExporterConfig, FilterConfig, Problems};
 
 /// The five fields a route can match, in a fixed order.
 pub const FIELDS: [&str; 5] = ["type", "reason", "namespace", "kind", "reporting_controller"];
@@ -63,8 +63,14 @@ pub struct RouteConfig {
     pub compiled: [Option<FieldMatcher>; 5],
 }
 
-pub(crate) fn validate(routes: &mut [RouteConfig], exporters: &[ExporterConfig], problems: &mut Problems<'_>) {
+pub(crate) fn validate(
+    routes: &mut [RouteConfig],
+    exporters: &[ExporterConfig],
+    filters: &[FilterConfig],
+    problems: &mut Problems<'_>,
+) {
     let exporter_names: HashSet<&str> = exporters.iter().map(|e| e.name.as_str()).collect();
+    let filter_names: HashSet<&str> = filters.iter().map(|f| f.name.as_str()).collect();
     let mut names = HashSet::new();
     let mut default_seen = false;
     for route in routes.iter_mut() {
@@ -101,6 +107,25 @@ pub(crate) fn validate(routes: &mut [RouteConfig], exporters: &[ExporterConfig],
                         "route `{}` sends to exporter `{}`, which is not defined (defined: {})",
                         route.name.get_ref(),
                         exp.get_ref(),
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+        for filter in &route.filters {
+            if !filter_names.contains(filter.get_ref().as_str()) {
+                let mut known: Vec<&str> = filter_names.iter().copied().collect();
+                known.sort_unstable();
+                problems.at(
+                    filter.span(),
+                    format!(
+                        "route `{}` runs filter `{}`, which is not defined in [[filters]] (defined: {})",
+                        route.name.get_ref(),
+                        filter.get_ref(),
                         if known.is_empty() {
                             "none".to_string()
                         } else {

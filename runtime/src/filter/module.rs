@@ -1,0 +1,271 @@
+//! From a file's bytes to a [`Version`]: detect the kind, compile (or load the
+//! cached artifact), check the exports, and link against the engine's linker
+//! so instantiation on the event path does no lookup work.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+use wasmtime::{Engine, ExternType, Module, ValType};
+
+use super::cache::{ArtifactCache, Lookup};
+use super::engine::EngineSet;
+use super::instance::{CompState, CoreState, bindings};
+use crate::metrics::Metrics;
+
+/// Which ABI a module speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModuleKind {
+    /// A WASM component targeting the `event-filter` world.
+    Component,
+    /// A core module with the `alloc`/`process` memory ABI.
+    Core,
+}
+
+impl ModuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleKind::Component => "component",
+            ModuleKind::Core => "core module",
+        }
+    }
+}
+
+/// Tells a component from a core module by the header
+/// (`\0asm`, then version 1 layer 0 for modules, layer 1 for components).
+pub fn detect_kind(bytes: &[u8]) -> Result<ModuleKind, String> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err("not a WebAssembly binary (no \\0asm header)".into());
+    }
+    match (bytes[6], bytes[7]) {
+        (0, 0) => Ok(ModuleKind::Core),
+        (1, 0) => Ok(ModuleKind::Component),
+        (a, b) => Err(format!("unknown WebAssembly layer {a}.{b}")),
+    }
+}
+
+/// Which optional exports a core module has.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreExports {
+    pub init: bool,
+    pub initialize: bool,
+}
+
+/// A linked core module.
+pub struct CorePre {
+    pub(crate) pre: wasmtime::InstancePre<CoreState>,
+    pub(crate) exports: CoreExports,
+}
+
+/// Compiled and linked code, ready to instantiate.
+pub enum Code {
+    Component(bindings::EventFilterPre<CompState>),
+    Core(CorePre),
+}
+
+/// One version of a filter's module: what the worker instantiates.
+pub struct Version {
+    /// sha256 of the module file, hex.
+    pub sha256: Arc<str>,
+    /// Counts versions of this filter from 1 (each swap adds one).
+    pub generation: u64,
+    pub path: PathBuf,
+    pub kind: ModuleKind,
+    /// Loaded from the artifact cache instead of compiled.
+    pub from_cache: bool,
+    /// Time to compile or load.
+    pub load_time: Duration,
+    pub(crate) engine: Engine,
+    pub(crate) code: Code,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("sha256", &self.sha256)
+            .field("generation", &self.generation)
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("from_cache", &self.from_cache)
+            .finish()
+    }
+}
+
+impl Version {
+    /// The first 12 hex digits of the sha256, for log lines.
+    pub fn short(&self) -> &str {
+        &self.sha256[..self.sha256.len().min(12)]
+    }
+}
+
+fn func_sig(ty: &ExternType) -> Option<(Vec<ValType>, Vec<ValType>)> {
+    match ty {
+        ExternType::Func(f) => Some((f.params().collect(), f.results().collect())),
+        _ => None,
+    }
+}
+
+fn is_sig(ty: &ExternType, params: &[&str], results: &[&str]) -> bool {
+    let Some((p, r)) = func_sig(ty) else { return false };
+    let name = |v: &ValType| match v {
+        ValType::I32 => "i32",
+        ValType::I64 => "i64",
+        _ => "other",
+    };
+    p.iter().map(name).eq(params.iter().copied()) && r.iter().map(name).eq(results.iter().copied())
+}
+
+/// Checks a core module's exports against the ABI.
+pub fn check_core_exports(module: &Module) -> Result<CoreExports, String> {
+    let mut memory = false;
+    let mut alloc = None;
+    let mut process = None;
+    let mut init = None;
+    let mut initialize = None;
+    for e in module.exports() {
+        let ty = e.ty();
+        match e.name() {
+            "memory" => memory = matches!(ty, ExternType::Memory(_)),
+            "alloc" => alloc = Some(is_sig(&ty, &["i32"], &["i32"])),
+            "process" => process = Some(is_sig(&ty, &["i32", "i32"], &["i64"])),
+            "init" => init = Some(is_sig(&ty, &["i32", "i32"], &["i64"])),
+            "_initialize" => initialize = Some(is_sig(&ty, &[], &[])),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    if !memory {
+        problems.push("it must export its linear memory as `memory`".to_string());
+    }
+    match alloc {
+        None => problems.push("it must export `alloc(size: i32) -> i32`".into()),
+        Some(false) => problems.push("`alloc` must have the type (i32) -> i32".into()),
+        _ => {}
+    }
+    match process {
+        None => problems.push("it must export `process(ptr: i32, len: i32) -> i64`".into()),
+        Some(false) => problems.push("`process` must have the type (i32, i32) -> i64".into()),
+        _ => {}
+    }
+    if init == Some(false) {
+        problems.push("`init` must have the type (i32, i32) -> i64".into());
+    }
+    if initialize == Some(false) {
+        problems.push("`_initialize` must have the type () -> ()".into());
+    }
+    if !problems.is_empty() {
+        return Err(format!("not a valid core filter module: {}", problems.join("; ")));
+    }
+    Ok(CoreExports {
+        init: init.is_some(),
+        initialize: initialize.is_some(),
+    })
+}
+
+enum Compiled {
+    Component(Component),
+    Core(Module),
+}
+
+/// Compiles `bytes` (or loads the cached artifact) and links it.
+pub fn load(
+    set: &EngineSet,
+    bytes: &[u8],
+    sha256: &str,
+    path: PathBuf,
+    generation: u64,
+    cache: Option<&ArtifactCache>,
+    metrics: &Metrics,
+) -> Result<Version, String> {
+    let start = Instant::now();
+    let kind = detect_kind(bytes)?;
+    let engine = set.engine();
+    let key = ArtifactCache::key(sha256, &set.key, kind);
+    let mut compiled = None;
+    if let Some(cache) = cache {
+        match cache.load(&key) {
+            Lookup::Hit(art) => {
+                // SAFETY: the artifact was written by this program (checked
+                // owner, permissions and checksum in `ArtifactCache::load`), and
+                // wasmtime checks that it was built by a compatible engine.
+                let r = match kind {
+                    ModuleKind::Component => unsafe { Component::deserialize(engine, &art) }.map(Compiled::Component),
+                    ModuleKind::Core => unsafe { Module::deserialize(engine, &art) }.map(Compiled::Core),
+                };
+                match r {
+                    Ok(c) => {
+                        metrics.filter_cache("hit");
+                        compiled = Some(c);
+                    }
+                    Err(e) => {
+                        metrics.filter_cache("invalid");
+                        tracing::warn!(cache = %cache.dir().display(), key, error = %format!("{e:#}"), "cached artifact not usable; compiling again");
+                    }
+                }
+            }
+            Lookup::Miss => metrics.filter_cache("miss"),
+            Lookup::Invalid(why) => {
+                metrics.filter_cache("invalid");
+                tracing::warn!(cache = %cache.dir().display(), key, reason = %why, "cached artifact not trusted; compiling again");
+            }
+        }
+    }
+    let from_cache = compiled.is_some();
+    let compiled = match compiled {
+        Some(c) => c,
+        None => {
+            let c = match kind {
+                ModuleKind::Component => Component::from_binary(engine, bytes)
+                    .map(Compiled::Component)
+                    .map_err(|e| format!("does not compile: {e:#}"))?,
+                ModuleKind::Core => Module::from_binary(engine, bytes)
+                    .map(Compiled::Core)
+                    .map_err(|e| format!("does not compile: {e:#}"))?,
+            };
+            if let Some(cache) = cache {
+                let art = match &c {
+                    Compiled::Component(c) => c.serialize(),
+                    Compiled::Core(m) => m.serialize(),
+                };
+                match art.map_err(|e| format!("{e:#}")).and_then(|a| cache.store(&key, &a)) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        metrics.filter_cache("write_failed");
+                        tracing::warn!(cache = %cache.dir().display(), error = %e, "cannot cache the compiled module");
+                    }
+                }
+            }
+            c
+        }
+    };
+    let code = match compiled {
+        Compiled::Component(c) => {
+            let pre = set
+                .component_linker
+                .instantiate_pre(&c)
+                .map_err(|e| format!("cannot be linked: {e:#}"))?;
+            let pre = bindings::EventFilterPre::new(pre)
+                .map_err(|e| format!("does not export the `event-collector:filter/filter@0.1.x` interface: {e:#}"))?;
+            Code::Component(pre)
+        }
+        Compiled::Core(m) => {
+            let exports = check_core_exports(&m)?;
+            let pre = set
+                .core_linker
+                .instantiate_pre(&m)
+                .map_err(|e| format!("cannot be linked: {e:#}"))?;
+            Code::Core(CorePre { pre, exports })
+        }
+    };
+    Ok(Version {
+        sha256: Arc::from(sha256),
+        generation,
+        path,
+        kind,
+        from_cache,
+        load_time: start.elapsed(),
+        engine: engine.clone(),
+        code,
+    })
+}

@@ -1,0 +1,133 @@
+//! Test guest: behaviour by event reason (fault injection), else by `mode`.
+//!
+//! Reasons: Loop (never returns), Bomb (allocates until the memory cap),
+//! Trap (panics: `unreachable`), Garbage (replace with non-JSON), Invalid
+//! (replace with JSON that is not an event), ChangeUid (replace with another
+//! uid), Error (returns an error), Open (reads `path` from the config),
+//! Env (reads `var` from the config), Log (logs through the host), Drop, Enrich,
+//! Count. Anything else: `mode` from the config ("keep" by default).
+
+use std::cell::{Cell, RefCell};
+
+use serde_json::{Value, json};
+
+wit_bindgen::generate!({
+    path: "../../../../guest-sdk/wit",
+    world: "event-filter",
+});
+
+use event_collector::filter::host::log;
+use event_collector::filter::types::{EventFields, Level, Verdict};
+use exports::event_collector::filter::filter::Guest;
+
+thread_local! {
+    static CONFIG: RefCell<Value> = RefCell::new(json!({}));
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+fn config_str(key: &str) -> Option<String> {
+    CONFIG.with(|c| c.borrow().get(key).and_then(|v| v.as_str()).map(str::to_string))
+}
+
+fn enrich(event: &str, fields: &EventFields) -> Result<Verdict, String> {
+    let mut v: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+    let team = match fields.namespace.as_str() {
+        "payments" | "billing" => "money",
+        "" => "cluster",
+        _ => "platform",
+    };
+    let obj = v.as_object_mut().ok_or("event is not an object")?;
+    let extra = obj.entry("extra").or_insert_with(|| json!({}));
+    extra["team"] = json!(team);
+    extra["enriched_by"] = json!("test-guest");
+    if let Some(labels) = obj.get_mut("labels").and_then(Value::as_object_mut) {
+        labels.insert("team".into(), json!(team));
+    }
+    Ok(Verdict::Replace(v.to_string()))
+}
+
+fn count(event: &str) -> Result<Verdict, String> {
+    let n = COUNT.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let mut v: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+    v["extra"] = json!({ "count": n });
+    Ok(Verdict::Replace(v.to_string()))
+}
+
+fn act(what: &str, fields: &EventFields, event: &str) -> Result<Verdict, String> {
+    match what {
+        "Loop" => loop {
+            std::hint::black_box(());
+        },
+        "Bomb" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut chunk = vec![0u8; 1 << 20];
+                chunk[0] = 1;
+                hoard.push(std::hint::black_box(chunk));
+            }
+        }
+        "Trap" => panic!("the test guest was told to trap"),
+        "Garbage" => Ok(Verdict::Replace("this is not json".into())),
+        "Invalid" => Ok(Verdict::Replace(r#"{"not":"an event"}"#.into())),
+        "ChangeUid" => {
+            let mut v: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+            v["uid"] = json!("another-uid");
+            Ok(Verdict::Replace(v.to_string()))
+        }
+        "Error" => Err("the test guest refuses this event".into()),
+        "Open" => {
+            let path = config_str("path").unwrap_or_else(|| "/etc/hostname".into());
+            match std::fs::read(&path) {
+                Ok(_) => Ok(Verdict::Drop),
+                Err(e) => Err(format!("cannot open {path}: {e}")),
+            }
+        }
+        "Env" => {
+            let var = config_str("var").unwrap_or_else(|| "HOME".into());
+            match std::env::var(&var) {
+                Ok(val) => {
+                    let mut v: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+                    v["extra"] = json!({ "env": val });
+                    Ok(Verdict::Replace(v.to_string()))
+                }
+                Err(_) => Ok(Verdict::Keep),
+            }
+        }
+        "Log" => {
+            log(Level::Info, &format!("hello from the test guest about {}", fields.name));
+            Ok(Verdict::Keep)
+        }
+        "Drop" | "drop" => Ok(Verdict::Drop),
+        "Enrich" | "enrich" => enrich(event, fields),
+        "Count" | "count" => count(event),
+        _ => Ok(Verdict::Keep),
+    }
+}
+
+struct TestGuest;
+
+impl Guest for TestGuest {
+    fn init(config: String) -> Result<(), String> {
+        let v: Value = serde_json::from_str(&config).map_err(|e| format!("config is not JSON: {e}"))?;
+        if v.get("fail_init").and_then(Value::as_bool) == Some(true) {
+            return Err("init refused: fail_init is set".into());
+        }
+        CONFIG.with(|c| *c.borrow_mut() = v);
+        Ok(())
+    }
+
+    fn process(fields: EventFields, event: String) -> Result<Verdict, String> {
+        let mode = config_str("mode").unwrap_or_else(|| "keep".into());
+        let what = match fields.reason.as_str() {
+            r @ ("Loop" | "Bomb" | "Trap" | "Garbage" | "Invalid" | "ChangeUid" | "Error" | "Open" | "Env" | "Log"
+            | "Drop" | "Enrich" | "Count") => r.to_string(),
+            _ => mode,
+        };
+        act(&what, &fields, &event)
+    }
+}
+
+export!(TestGuest);
