@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ack::Checkpoint;
 use crate::config::Config;
+use crate::filter::FilterHost;
 use crate::metrics::Metrics;
 use crate::source::client::{ClientOptions, cluster_id, connect};
 use crate::{pipeline, setup, source};
@@ -34,8 +35,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         None => cluster_id(&client).await,
     };
     tracing::info!(%cluster, "cluster name");
-    let setup = setup::pipeline_setup(&config, &cluster, opts.drain_timeout)?;
     let metrics = Arc::new(Metrics::new());
+    let filters = if setup::needs_filters(&config) {
+        let (filters, wasm, m) = (config.filters.clone(), config.wasm.clone(), metrics.clone());
+        let host = tokio::task::spawn_blocking(move || FilterHost::new(&filters, &wasm, m)).await??;
+        tracing::info!(filters = host.len(), "WASM filters ready");
+        Some(host)
+    } else {
+        None
+    };
+    let setup = setup::pipeline_setup(&config, &cluster, opts.drain_timeout, filters)?;
     let specs = source::watch_specs(&config.source);
     let stream = source::watch(client, &config.source, &specs, metrics.clone());
 
@@ -46,6 +55,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!(
         routed = summary.routed,
         unrouted = summary.unrouted,
+        filtered_out = summary.filtered_out,
+        filter_dead_lettered = summary.filter_dead_lettered,
         startup_dropped = summary.startup_dropped,
         normalize_failed = summary.normalize_failed,
         unacknowledged = summary.unacknowledged,

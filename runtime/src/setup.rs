@@ -9,7 +9,8 @@ use event_collector_exporters::{ConfigError as ExporterConfigError, SharedExport
 
 use crate::config::{Config, ExporterConfig, ExporterKind};
 use crate::event::NormalizeOptions;
-use crate::pipeline::{ExporterSlot, Setup};
+use crate::filter::FilterHost;
+use crate::pipeline::{Chains, ExporterSlot, Setup};
 use crate::route::RouteTable;
 
 /// Builds one exporter from its config.
@@ -54,10 +55,49 @@ pub fn build_exporters(config: &Config) -> anyhow::Result<Vec<ExporterSlot>> {
         .collect()
 }
 
-/// Everything the pipeline needs.
-pub fn pipeline_setup(config: &Config, cluster: &str, drain_timeout: Duration) -> anyhow::Result<Setup> {
+/// Whether any route runs filters (and so the WASM host must be built).
+pub fn needs_filters(config: &Config) -> bool {
+    config.routes.iter().any(|r| !r.filters.is_empty())
+}
+
+/// Resolves every route's exporters and filter chain, and every filter's
+/// dead-letter exporter, to indices.
+pub fn chains(config: &Config, routes: &RouteTable, host: Option<&FilterHost>) -> anyhow::Result<Chains> {
+    let exporter_index = |name: &str| config.exporters.iter().position(|e| e.name == name);
+    let mut chains = Chains::default();
+    for r in routes.routes() {
+        chains.exporters.push(r.exporters.clone());
+        chains.filters.push(match host {
+            Some(h) => h.chain(&r.filters)?,
+            None if r.filters.is_empty() => Vec::new(),
+            None => anyhow::bail!("route `{}` runs filters but the WASM host was not started", r.name),
+        });
+    }
+    if let Some(h) = host {
+        chains.dead_letter = vec![None; h.len()];
+        for f in &config.filters {
+            if let (Some(id), Some(dl)) = (h.id(&f.name), &f.dead_letter) {
+                chains.dead_letter[id.index()] = exporter_index(dl);
+            }
+        }
+    }
+    Ok(chains)
+}
+
+/// Everything the pipeline needs. `filters` is the WASM host, built (it
+/// compiles modules, so off the async threads) when [`needs_filters`].
+pub fn pipeline_setup(
+    config: &Config,
+    cluster: &str,
+    drain_timeout: Duration,
+    filters: Option<Arc<FilterHost>>,
+) -> anyhow::Result<Setup> {
+    let routes = RouteTable::new(config);
+    let chains = chains(config, &routes, filters.as_deref())?;
     Ok(Setup {
-        routes: RouteTable::new(config),
+        routes,
+        chains,
+        filters,
         exporters: build_exporters(config)?,
         normalize: NormalizeOptions {
             cluster: Arc::from(cluster),

@@ -1,11 +1,13 @@
-//! The wiring of the data path: source → normalize → route → exporters, with
-//! a bounded queue and a worker per exporter, and acknowledgements flowing
-//! back to the checkpoint.
+//! The wiring of the data path: source → normalize → route → filters →
+//! exporters, with a bounded queue and a worker per exporter, and
+//! acknowledgements flowing back to the checkpoint.
 //!
 //! Stages run as separate tasks so they use both cores: `ingest` polls the
-//! source (where JSON is decoded), `process` normalizes, routes and serializes
-//! each event once, and one worker per exporter batches, exports and retries.
-//! A full exporter queue holds `process` back, which holds the watch back: the
+//! source (where JSON is decoded), `process` normalizes and routes, the
+//! [`transform`] thread runs the routes' WASM filter chains and serializes each
+//! kept event once, `dispatch` registers events with the tracker and queues
+//! them, and one worker per exporter batches, exports and retries. A full
+//! exporter queue holds `dispatch` back, which holds the watch back: the
 //! checkpoint, not memory, absorbs a slow sink. `tracker` turns exporter
 //! acknowledgements into the checkpoint.
 
@@ -25,9 +27,15 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, Checkpoint, Pending};
 use crate::config::{ExporterCommon, StartupPolicy};
 use crate::event::{Event, NormalizeOptions, normalize};
+use crate::filter::FilterHost;
 use crate::metrics::{ExporterMetrics, Metrics};
 use crate::route::RouteTable;
 use crate::source::{SourceEvent, SourceItem};
+
+pub mod transform;
+
+pub use transform::Chains;
+use transform::{DispatchBatch, Routed, RoutedBatch, Transform, TransformStats};
 
 /// One exporter with its pipeline settings.
 #[derive(Clone)]
@@ -41,6 +49,10 @@ pub struct ExporterSlot {
 pub struct Setup {
     pub routes: RouteTable,
     pub exporters: Vec<ExporterSlot>,
+    /// The routes' exporters and filter chains, resolved to indices.
+    pub chains: Chains,
+    /// The WASM filter host, when any route runs filters.
+    pub filters: Option<Arc<FilterHost>>,
     pub normalize: NormalizeOptions,
     pub startup: StartupPolicy,
     pub startup_max_age: Duration,
@@ -54,6 +66,10 @@ pub struct Summary {
     /// Events passed to at least one exporter.
     pub routed: u64,
     pub unrouted: u64,
+    /// Routed events that every filter chain they met dropped.
+    pub filtered_out: u64,
+    /// Events a filter failed on, written to its dead-letter exporter.
+    pub filter_dead_lettered: u64,
     pub startup_dropped: u64,
     pub normalize_failed: u64,
     /// The final checkpoint.
@@ -68,6 +84,9 @@ enum AckMsg {
 }
 
 type Queued = (u64, Arc<Record>);
+
+/// Batches in flight between stages.
+const STAGE_DEPTH: usize = 4;
 
 /// Runs the pipeline until the source ends or `shutdown` is cancelled, then
 /// drains the queues (within `drain_timeout`), flushes the exporters and
@@ -113,8 +132,29 @@ where
     let exporters: Vec<SharedExporter> = setup.exporters.iter().map(|s| s.exporter.clone()).collect();
     let drain_timeout = setup.drain_timeout;
 
-    let summary = process(src_rx, setup, queues, ack_tx, &metrics, shutdown.clone()).await;
+    let (routed_tx, routed_rx) = mpsc::channel::<RoutedBatch>(STAGE_DEPTH);
+    let (dispatch_tx, dispatch_rx) = mpsc::channel::<DispatchBatch>(STAGE_DEPTH);
+    let transform = spawn_transform(setup.chains.clone(), setup.filters.clone(), routed_rx, dispatch_tx);
+    let dispatch = tokio::spawn(dispatch(dispatch_rx, queues, ack_tx, shutdown.clone()));
+    let filters = setup.filters.clone();
+
+    let mut summary = process(src_rx, setup, routed_tx, &metrics, shutdown.clone()).await;
     let _ = ingest.await;
+    let _ = dispatch.await;
+    let stats = match transform {
+        Ok(t) => tokio::task::spawn_blocking(move || t.join().unwrap_or_default())
+            .await
+            .unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the filter thread; no event was passed on");
+            TransformStats::default()
+        }
+    };
+    summary.filtered_out = stats.filtered_out;
+    summary.filter_dead_lettered = stats.dead_lettered;
+    if let Some(f) = filters {
+        f.stop_watching();
+    }
 
     // `process` dropped the queue senders: workers drain what is queued and stop.
     let drained = tokio::time::timeout(drain_timeout + Duration::from_secs(1), async {
@@ -204,7 +244,6 @@ struct Process<'a> {
     metrics: &'a Metrics,
     route_counters: Vec<prometheus_client::metrics::counter::Counter>,
     taken: Vec<usize>,
-    targets: Vec<usize>,
     next_seq: u64,
     summary: Summary,
     /// Per watch: events dropped from the startup list, to report once it is done.
@@ -212,8 +251,8 @@ struct Process<'a> {
 }
 
 impl Process<'_> {
-    /// Handles one event; returns its registration and the queues it goes to.
-    fn event(&mut self, ev: SourceEvent, regs: &mut Vec<(u64, Pending)>, sends: &mut Vec<(usize, Queued)>) {
+    /// Normalizes and routes one event into `out`.
+    fn event(&mut self, ev: SourceEvent, out: &mut RoutedBatch) {
         let SourceEvent {
             api,
             watch_type,
@@ -224,10 +263,19 @@ impl Process<'_> {
         } = ev;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut pending = Pending {
+        let pending = Pending {
             stream,
             resource_version: raw.metadata.resource_version.clone().unwrap_or_default(),
             remaining: 0,
+        };
+        let at = out.routes.len() as u32;
+        let skip = |out: &mut RoutedBatch, pending| {
+            out.items.push(Routed {
+                seq,
+                pending,
+                event: None,
+                routes: at..at,
+            })
         };
         let event = match normalize(api, raw, watch_type, prev_count, &self.setup.normalize) {
             Ok(e) => e,
@@ -235,7 +283,7 @@ impl Process<'_> {
                 self.metrics.normalize_failed.inc();
                 self.summary.normalize_failed += 1;
                 tracing::warn!(error = %e, "skipping an event that cannot be normalized");
-                regs.push((seq, pending));
+                skip(out, pending);
                 return;
             }
         };
@@ -249,32 +297,30 @@ impl Process<'_> {
                 self.startup_dropped.resize(stream + 1, 0);
             }
             self.startup_dropped[stream] += 1;
-            regs.push((seq, pending));
+            skip(out, pending);
             return;
         }
         self.setup.routes.evaluate(&event, &mut self.taken);
-        self.targets.clear();
         for &r in &self.taken {
             self.route_counters[r].inc();
-            for &e in &self.setup.routes.routes()[r].exporters {
-                if !self.targets.contains(&e) {
-                    self.targets.push(e);
-                }
-            }
+            out.routes.push(r as u32);
         }
         if self.taken.is_empty() {
             self.metrics.unrouted.inc();
             self.summary.unrouted += 1;
-        }
-        if !self.targets.is_empty() {
+        } else if self
+            .taken
+            .iter()
+            .any(|&r| !self.setup.routes.routes()[r].exporters.is_empty())
+        {
             self.summary.routed += 1;
-            let record = Arc::new(to_record(&event));
-            for &t in &self.targets {
-                sends.push((t, (seq, record.clone())));
-            }
         }
-        pending.remaining = self.targets.len() as u32;
-        regs.push((seq, pending));
+        out.items.push(Routed {
+            seq,
+            pending,
+            event: Some(event),
+            routes: at..out.routes.len() as u32,
+        });
     }
 
     fn listed(&mut self, stream: usize) {
@@ -296,8 +342,7 @@ impl Process<'_> {
 async fn process(
     mut rx: mpsc::Receiver<SourceItem>,
     setup: Setup,
-    queues: Vec<(mpsc::Sender<Queued>, ExporterMetrics)>,
-    ack_tx: mpsc::UnboundedSender<AckMsg>,
+    out: mpsc::Sender<RoutedBatch>,
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> Summary {
@@ -312,26 +357,76 @@ async fn process(
         metrics,
         route_counters,
         taken: Vec::new(),
-        targets: Vec::new(),
         next_seq: 0,
         summary: Summary::default(),
         startup_dropped: Vec::new(),
     };
     let mut items = Vec::with_capacity(256);
-    let mut regs = Vec::with_capacity(256);
-    let mut sends = Vec::with_capacity(512);
-    'outer: while rx.recv_many(&mut items, 256).await > 0 {
+    while rx.recv_many(&mut items, 256).await > 0 {
+        let mut batch = RoutedBatch {
+            items: Vec::with_capacity(items.len()),
+            routes: Vec::with_capacity(items.len()),
+        };
         for item in items.drain(..) {
             match item {
-                SourceItem::Event(ev) => p.event(*ev, &mut regs, &mut sends),
+                SourceItem::Event(ev) => p.event(*ev, &mut batch),
                 SourceItem::Listed { stream } => p.listed(stream),
             }
         }
+        if batch.items.is_empty() {
+            continue;
+        }
+        tokio::select! {
+            biased;
+            sent = out.send(batch) => if sent.is_err() { break },
+            // On shutdown with the stages full, stop: what is not queued stays unacknowledged.
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    p.summary
+}
+
+/// Starts the filter-and-serialize stage on its own thread, with a native
+/// stack deep enough for the filters' wasm stack.
+fn spawn_transform(
+    chains: Chains,
+    host: Option<Arc<FilterHost>>,
+    mut rx: mpsc::Receiver<RoutedBatch>,
+    tx: mpsc::Sender<DispatchBatch>,
+) -> std::io::Result<std::thread::JoinHandle<TransformStats>> {
+    let stack = host.as_ref().map_or(0, |h| h.max_stack()) + (4 << 20);
+    std::thread::Builder::new()
+        .name("filters".into())
+        .stack_size(stack)
+        .spawn(move || {
+            let mut t = Transform::new(chains, host);
+            while let Some(batch) = rx.blocking_recv() {
+                let mut out = DispatchBatch {
+                    regs: Vec::with_capacity(batch.items.len()),
+                    sends: Vec::with_capacity(batch.items.len()),
+                };
+                t.batch(batch, &mut out);
+                if tx.blocking_send(out).is_err() {
+                    break;
+                }
+            }
+            t.stats
+        })
+}
+
+/// Registers each batch with the tracker, then puts its records on the exporter queues.
+async fn dispatch(
+    mut rx: mpsc::Receiver<DispatchBatch>,
+    queues: Vec<(mpsc::Sender<Queued>, ExporterMetrics)>,
+    ack_tx: mpsc::UnboundedSender<AckMsg>,
+    shutdown: CancellationToken,
+) {
+    'outer: while let Some(DispatchBatch { regs, sends }) = rx.recv().await {
         // Register before queueing, so no acknowledgement can overtake its registration.
-        if !regs.is_empty() && ack_tx.send(AckMsg::Register(std::mem::take(&mut regs))).is_err() {
+        if !regs.is_empty() && ack_tx.send(AckMsg::Register(regs)).is_err() {
             break;
         }
-        for (target, queued) in sends.drain(..) {
+        for (target, queued) in sends {
             let (tx, m) = &queues[target];
             m.queue_depth.inc();
             tokio::select! {
@@ -342,7 +437,6 @@ async fn process(
             }
         }
     }
-    p.summary
 }
 
 /// Batches, exports and retries for one exporter.
@@ -495,22 +589,30 @@ async fn export_with_retry(
 
 /// The record written to a dead-letter exporter: the event with why it was refused.
 pub fn dead_letter_record(rec: &Record, exporter: &str, reason: &str, error: &str) -> Record {
-    let mut json = Vec::with_capacity(rec.json.len() + error.len() + 128);
-    let head = serde_json::json!({
-        "dead_letter": {
-            "exporter": exporter,
-            "reason": reason,
-            "error": error,
-            "time": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        }
-    });
-    // `{"dead_letter":{…},"event":<the record's JSON>}`, without re-parsing the event.
-    let head = head.to_string();
+    Record::new(
+        rec.fields.clone(),
+        dead_letter_json("exporter", exporter, reason, error, &rec.json),
+    )
+}
+
+/// `{"dead_letter":{"<by>":<name>,"reason":…,"error":…,"time":…},"event":<event JSON>}`,
+/// built without re-parsing the event. `by` is `exporter` or `filter`.
+pub(crate) fn dead_letter_json(by: &str, name: &str, reason: &str, error: &str, event: &[u8]) -> Vec<u8> {
+    let mut json = Vec::with_capacity(event.len() + error.len() + 128);
+    let mut info = serde_json::Map::new();
+    info.insert(by.to_string(), name.into());
+    info.insert("reason".into(), reason.into());
+    info.insert("error".into(), error.into());
+    info.insert(
+        "time".into(),
+        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+    );
+    let head = serde_json::json!({ "dead_letter": info }).to_string();
     json.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
     json.extend_from_slice(b",\"event\":");
-    json.extend_from_slice(&rec.json);
+    json.extend_from_slice(event);
     json.push(b'}');
-    Record::new(rec.fields.clone(), json)
+    json
 }
 
 /// Hands refused records to the dead-letter exporter (retrying it while it is

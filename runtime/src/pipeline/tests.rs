@@ -104,7 +104,7 @@ fn item(uid: &str, rv: &str, ty: &str, ns: &str) -> SourceItem {
 
 fn setup_with(fakes: &[Arc<Fake>]) -> Setup {
     let config = Config::parse(CONFIG, Path::new("t.toml")).unwrap();
-    let mut s = setup::pipeline_setup(&config, "c1", Duration::from_secs(2)).unwrap();
+    let mut s = setup::pipeline_setup(&config, "c1", Duration::from_secs(2), None).unwrap();
     for (slot, f) in s.exporters.iter_mut().zip(fakes) {
         slot.exporter = f.clone();
     }
@@ -320,7 +320,7 @@ default = true
 exporters = ["es"]
 "#;
     let cfg = Config::parse(config, Path::new("t.toml")).unwrap();
-    let mut s = setup::pipeline_setup(&cfg, "c1", Duration::from_secs(2)).unwrap();
+    let mut s = setup::pipeline_setup(&cfg, "c1", Duration::from_secs(2), None).unwrap();
     let es = Arc::new(Partial {
         inner: Fake {
             name: "es".into(),

@@ -1,0 +1,217 @@
+//! The filter-and-serialize stage: runs each routed event through the WASM
+//! filter chains of the routes that took it, and turns what is kept into the
+//! records the exporters receive.
+//!
+//! It runs on its own OS thread (WASI's sync bindings cannot run inside the
+//! tokio runtime, and a thread of its own lets serialization use the second
+//! core while `process` normalizes the next batch). Each event is serialized
+//! once; an enriched event is serialized again only for the routes whose chain
+//! replaced it.
+//!
+//! Rules when an event takes several routes:
+//! - routes with the same chain share one run of it;
+//! - an exporter gets at most one copy of an event: the first route (in table
+//!   order) that reaches it wins, so two routes never send the same
+//!   (uid, resourceVersion) twice to one sink;
+//! - a chain that fails with `on_error = "dead-letter"` sends the event, with
+//!   the error, to the filter's dead-letter exporter, beside whatever other
+//!   routes do.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use event_collector_exporters::Record;
+
+use super::{Queued, dead_letter_json, to_record};
+use crate::ack::Pending;
+use crate::event::Event;
+use crate::filter::{ChainOutcome, FilterHost, FilterId, FilterWorker};
+
+/// One event after normalize and route; `event` is None when it goes nowhere
+/// (skipped at startup, or not normalizable) but must still be registered.
+pub(super) struct Routed {
+    pub seq: u64,
+    pub pending: Pending,
+    pub event: Option<Event>,
+    /// The routes it took, as a range into [`RoutedBatch::routes`].
+    pub routes: Range<u32>,
+}
+
+/// A batch from `process`, with the taken routes of all its events in one vector.
+#[derive(Default)]
+pub(super) struct RoutedBatch {
+    pub items: Vec<Routed>,
+    pub routes: Vec<u32>,
+}
+
+/// What `dispatch` registers with the tracker and puts on the exporter queues.
+#[derive(Default)]
+pub(super) struct DispatchBatch {
+    pub regs: Vec<(u64, Pending)>,
+    pub sends: Vec<(usize, Queued)>,
+}
+
+/// What the stage counted, for the run's summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct TransformStats {
+    /// Events that every chain they met dropped (sent to no exporter).
+    pub filtered_out: u64,
+    /// Events written to a filter's dead-letter exporter.
+    pub dead_lettered: u64,
+}
+
+/// The routes' exporters and filter chains, resolved to indices.
+#[derive(Debug, Clone, Default)]
+pub struct Chains {
+    /// Per route: its exporters, as indices into the pipeline's exporter list.
+    pub exporters: Vec<Vec<usize>>,
+    /// Per route: its filter chain (empty: no filters).
+    pub filters: Vec<Vec<FilterId>>,
+    /// Per filter id: the exporter its dead letters go to.
+    pub dead_letter: Vec<Option<usize>>,
+}
+
+impl Chains {
+    fn any_filters(&self) -> bool {
+        self.filters.iter().any(|c| !c.is_empty())
+    }
+}
+
+pub(super) struct Transform {
+    chains: Chains,
+    worker: Option<FilterWorker>,
+    host: Option<Arc<FilterHost>>,
+    /// Scratch: (exporter, record, is a dead letter).
+    targets: Vec<(usize, Arc<Record>, bool)>,
+    /// Scratch: (route whose chain ran, its output).
+    memo: Vec<(usize, Option<Arc<Record>>)>,
+    pub stats: TransformStats,
+}
+
+impl Transform {
+    /// Must be called on the thread that runs the stage: the filter worker's
+    /// instances stay on it.
+    pub fn new(chains: Chains, host: Option<Arc<FilterHost>>) -> Self {
+        let worker = match &host {
+            Some(h) if chains.any_filters() => Some(h.worker()),
+            _ => None,
+        };
+        Transform {
+            chains,
+            worker,
+            host,
+            targets: Vec::new(),
+            memo: Vec::new(),
+            stats: TransformStats::default(),
+        }
+    }
+
+    pub fn batch(&mut self, batch: RoutedBatch, out: &mut DispatchBatch) {
+        let RoutedBatch { items, routes } = batch;
+        for r in items {
+            let taken = &routes[r.routes.start as usize..r.routes.end as usize];
+            self.event(r.seq, r.pending, r.event, taken, out);
+        }
+    }
+
+    fn event(&mut self, seq: u64, mut pending: Pending, event: Option<Event>, taken: &[u32], out: &mut DispatchBatch) {
+        self.targets.clear();
+        if let Some(event) = event
+            && !taken.is_empty()
+        {
+            let filtered = taken.iter().any(|&r| !self.chains.filters[r as usize].is_empty());
+            if filtered && self.worker.is_some() {
+                self.filtered(event, taken);
+            } else {
+                self.unfiltered(&event, taken);
+            }
+        }
+        pending.remaining = self.targets.len() as u32;
+        out.regs.push((seq, pending));
+        for (exporter, record, _) in self.targets.drain(..) {
+            out.sends.push((exporter, (seq, record)));
+        }
+    }
+
+    /// Adds `record` for `exporter` unless the exporter already has this event.
+    fn push(&mut self, exporter: usize, record: &Arc<Record>, dead_letter: bool) {
+        if dead_letter || !self.targets.iter().any(|(e, _, dl)| *e == exporter && !dl) {
+            self.targets.push((exporter, record.clone(), dead_letter));
+        }
+    }
+
+    fn unfiltered(&mut self, event: &Event, taken: &[u32]) {
+        let mut record: Option<Arc<Record>> = None;
+        for &r in taken {
+            for i in 0..self.chains.exporters[r as usize].len() {
+                let e = self.chains.exporters[r as usize][i];
+                let rec = record.get_or_insert_with(|| Arc::new(to_record(event))).clone();
+                self.push(e, &rec, false);
+            }
+        }
+    }
+
+    fn filtered(&mut self, event: Event, taken: &[u32]) {
+        let base = Arc::new(to_record(&event));
+        self.memo.clear();
+        let mut kept = false;
+        for &r in taken {
+            let r = r as usize;
+            let output = if self.chains.filters[r].is_empty() {
+                Some(base.clone())
+            } else if let Some((_, out)) = self
+                .memo
+                .iter()
+                .find(|(m, _)| self.chains.filters[*m] == self.chains.filters[r])
+            {
+                out.clone()
+            } else {
+                let out = self.run_chain(r, &event, &base);
+                self.memo.push((r, out.clone()));
+                out
+            };
+            if let Some(rec) = output {
+                kept = true;
+                for i in 0..self.chains.exporters[r].len() {
+                    let e = self.chains.exporters[r][i];
+                    self.push(e, &rec, false);
+                }
+            }
+        }
+        if !kept {
+            self.stats.filtered_out += 1;
+        }
+    }
+
+    /// Runs route `r`'s chain; the record to send, or None when it dropped the event.
+    fn run_chain(&mut self, r: usize, event: &Event, base: &Arc<Record>) -> Option<Arc<Record>> {
+        let worker = self.worker.as_mut()?;
+        match worker.run_chain(&self.chains.filters[r], event.clone(), Some(&base.json)) {
+            ChainOutcome::Keep { replaced: false, .. } => Some(base.clone()),
+            ChainOutcome::Keep { event, replaced: true } => Some(Arc::new(to_record(&event))),
+            ChainOutcome::Drop { .. } => None,
+            ChainOutcome::DeadLetter {
+                event,
+                filter,
+                error,
+                exporter,
+            } => {
+                let id = self.host.as_ref().and_then(|h| h.id(&filter));
+                let target = id.and_then(|id| self.chains.dead_letter.get(id.index()).copied().flatten());
+                match target {
+                    Some(t) => {
+                        let rec = to_record(&event);
+                        let json = dead_letter_json("filter", &filter, "filter_failed", &error, &rec.json);
+                        let rec = Arc::new(Record::new(rec.fields, json));
+                        self.stats.dead_lettered += 1;
+                        self.push(t, &rec, true);
+                    }
+                    // Config validation names only defined exporters, so this cannot happen.
+                    None => tracing::error!(filter = %filter, exporter = %exporter, uid = %event.uid,
+                        "dead-letter exporter of a filter is not running; the event is dropped"),
+                }
+                None
+            }
+        }
+    }
+}
