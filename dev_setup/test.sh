@@ -20,10 +20,23 @@ done
 start=$(date +%s)
 step() { log "[$(( $(date +%s) - start ))s] $*"; }
 
-step "installing test servers (cached in $EC_CACHE)"
+# Build outputs live outside the checkout too, so a fresh clone (CI) reuses
+# the compiled dependencies (wasmtime, kube, rdkafka, ...) of the last run.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EC_CACHE/target}"
+
+step "installing test servers and WASM toolchains (cached in $EC_CACHE)"
 bash dev_setup/install-kube.sh
 bash dev_setup/install-es.sh
 bash dev_setup/install-kafka.sh
+bash dev_setup/install-wasm-toolchains.sh
+
+step "building the example filters (six languages)"
+bash dev_setup/build-filters.sh
+step "conformance suite on Node.js (every example filter, and the contract modules)"
+node filters/conformance/run.mjs all
+node filters/conformance/run.mjs contract
+# The same vectors on the collector's wasmtime host (runtime/tests/conformance.rs): fail, don't skip, if one is missing.
+export EC_REQUIRE_FILTERS=1
 
 if [ "$lint" = 1 ]; then
   step "cargo fmt --check"

@@ -2,6 +2,9 @@
 //! a Rust component (no-op and a real enricher) and core modules, a reused
 //! instance vs a fresh instance per call, epoch interruption on vs off.
 //!
+//! A second group calls each example filter of `filters/` (one per language,
+//! with its own `<name>.config.json`) that `dev_setup/build-filters.sh` built.
+//!
 //! `cargo bench -p event-collector --bench filter` (builds the test guest
 //! component first, like the tests do).
 
@@ -122,5 +125,59 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Every built example filter in `filters/`, configured with its `<name>.config.json`.
+fn examples() -> Vec<FilterConfig> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../filters");
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(&root) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let module = entry.path().join(format!("{name}.wasm"));
+        if !module.is_file() {
+            continue;
+        }
+        let mut f = FilterConfig::new(&name, &module);
+        f.watch = false;
+        f.breaker_threshold = 0;
+        f.timeout = Duration::from_secs(1);
+        if let Ok(c) = std::fs::read_to_string(entry.path().join(format!("{name}.config.json"))) {
+            f.config_json = c;
+        }
+        out.push(f);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn bench_examples(c: &mut Criterion) {
+    let fs = examples();
+    if fs.is_empty() {
+        eprintln!("no example filter is built (dev_setup/build-filters.sh): skipping the per-language group");
+        return;
+    }
+    let opts = HostOptions {
+        watch: false,
+        ..HostOptions::default()
+    };
+    let host = FilterHost::with_options(&fs, &WasmConfig::default(), Arc::new(Metrics::new()), opts).unwrap();
+    let ev = event("bench-uid", "BackOff");
+    let json = serde_json::to_vec(&ev).unwrap();
+    let mut g = c.benchmark_group("example filters, 1 KB event (epoch on)");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30);
+    let mut w = host.worker();
+    for f in &fs {
+        let id = host.id(&f.name).unwrap();
+        black_box(w.call(id, &ev, Some(&json)));
+        g.bench_function(f.name.as_str(), |b| {
+            b.iter(|| black_box(w.call(id, black_box(&ev), Some(black_box(&json)))))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_examples);
 criterion_main!(benches);

@@ -24,7 +24,11 @@ pub fn guest_component() -> PathBuf {
     GUEST
         .get_or_init(|| {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/guest");
-            let target = workspace().join("target/wasm-guests");
+            // Beside the example filters' guest builds, outside the checkout, so fresh clones reuse it.
+            let target = std::env::var_os("EVENT_COLLECTOR_CACHE")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/event-collector")))
+                .map_or_else(|| workspace().join("target/wasm-guests"), |c| c.join("wasm-target"));
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.current_dir(&dir)
