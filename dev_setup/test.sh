@@ -24,6 +24,8 @@ step "installing test servers (cached in $EC_CACHE)"
 bash dev_setup/install-kube.sh
 bash dev_setup/install-es.sh
 bash dev_setup/install-kafka.sh
+bash dev_setup/install-helm.sh
+bash dev_setup/install-promtool.sh
 
 if [ "$lint" = 1 ]; then
   step "cargo fmt --check"
