@@ -361,12 +361,12 @@ fn normalize(mut o: Value) -> (String, Value) {
     }
     if kind == "Deployment" {
         let tmpl = &mut o["spec"]["template"];
-        if let Some(meta) = tmpl.get_mut("metadata").and_then(Value::as_object_mut) {
-            if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-                ann.remove("checksum/config");
-                if ann.is_empty() {
-                    meta.remove("annotations");
-                }
+        if let Some(meta) = tmpl.get_mut("metadata").and_then(Value::as_object_mut)
+            && let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut)
+        {
+            ann.remove("checksum/config");
+            if ann.is_empty() {
+                meta.remove("annotations");
             }
         }
         // Volume order carries no meaning (a kustomize patch moves the one it replaces first).
@@ -379,17 +379,16 @@ fn normalize(mut o: Value) -> (String, Value) {
             }
         }
     }
-    if kind == "ConfigMap" {
-        if let Some(data) = o.get_mut("data").and_then(Value::as_object_mut) {
-            for (key, value) in data.iter_mut() {
-                let text = value.as_str().unwrap_or("").to_string();
-                if key.ends_with(".toml") {
-                    let parsed: toml::Table =
-                        toml::from_str(&text).unwrap_or_else(|e| panic!("{name}/{key}: {e}\n{text}"));
-                    *value = serde_json::to_value(parsed).unwrap();
-                } else if key.ends_with(".json") {
-                    *value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}/{key}: {e}"));
-                }
+    if kind == "ConfigMap"
+        && let Some(data) = o.get_mut("data").and_then(Value::as_object_mut)
+    {
+        for (key, value) in data.iter_mut() {
+            let text = value.as_str().unwrap_or("").to_string();
+            if key.ends_with(".toml") {
+                let parsed: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{name}/{key}: {e}\n{text}"));
+                *value = serde_json::to_value(parsed).unwrap();
+            } else if key.ends_with(".json") {
+                *value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}/{key}: {e}"));
             }
         }
     }
