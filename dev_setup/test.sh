@@ -29,6 +29,8 @@ bash dev_setup/install-kube.sh
 bash dev_setup/install-es.sh
 bash dev_setup/install-kafka.sh
 bash dev_setup/install-wasm-toolchains.sh
+bash dev_setup/install-helm.sh
+bash dev_setup/install-promtool.sh
 
 step "building the example filters (six languages)"
 bash dev_setup/build-filters.sh
