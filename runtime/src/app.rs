@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,16 +24,22 @@ pub struct RunOptions {
     pub connect_timeout: Duration,
     /// How long shutdown waits for exporters to drain.
     pub drain_timeout: Duration,
+    /// Replay this recorded watch stream instead of watching a cluster.
+    pub replay: Option<PathBuf>,
 }
 
 /// Runs until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let config = Config::load(&opts.config)?;
     tracing::info!(config = %opts.config.display(), "config loaded");
-    let client = connect(&opts.client, opts.connect_timeout).await?;
-    let cluster = match &config.cluster {
-        Some(c) => c.clone(),
-        None => cluster_id(&client).await,
+    let client = match &opts.replay {
+        Some(_) => None,
+        None => Some(connect(&opts.client, opts.connect_timeout).await?),
+    };
+    let cluster = match (&config.cluster, &client) {
+        (Some(c), _) => c.clone(),
+        (None, Some(client)) => cluster_id(client).await,
+        (None, None) => "replay".to_string(),
     };
     tracing::info!(%cluster, "cluster name");
     let metrics = Arc::new(Metrics::new());
@@ -45,8 +52,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         None
     };
     let setup = setup::pipeline_setup(&config, &cluster, opts.drain_timeout, filters)?;
-    let specs = source::watch_specs(&config.source);
-    let stream = source::watch(client, &config.source, &specs, metrics.clone());
+    let stream = match (client, &opts.replay) {
+        (Some(client), _) => {
+            let specs = source::watch_specs(&config.source);
+            source::watch(client, &config.source, &specs, metrics.clone()).boxed()
+        }
+        (None, Some(file)) => source::replay::source(file, &config.source, metrics.clone())?.boxed(),
+        (None, None) => anyhow::bail!("no cluster connection and no replay file"),
+    };
+    let started = std::time::Instant::now();
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -63,6 +77,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         checkpoint = ?summary.checkpoint.streams,
         "stopped"
     );
+    if let Some(file) = &opts.replay {
+        let secs = started.elapsed().as_secs_f64();
+        let events = summary.checkpoint.acked_below;
+        tracing::info!(
+            file = %file.display(), events, seconds = secs, events_per_second = (events as f64 / secs.max(1e-9)) as u64,
+            "replay done"
+        );
+    }
     Ok(())
 }
 

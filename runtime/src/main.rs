@@ -44,6 +44,11 @@ struct RunArgs {
     /// How long shutdown waits for exporters to drain.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Replay a recorded watch stream (JSON lines of {"type","object"}, as
+    /// `generate --output` writes) instead of watching a cluster; exit at its
+    /// end, after draining, with a summary line.
+    #[arg(long)]
+    replay: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -195,5 +200,6 @@ fn run(config: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         },
         connect_timeout: args.connect_timeout,
         drain_timeout: args.drain_timeout,
+        replay: args.replay,
     }))
 }

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod repeats;
+pub mod replay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +139,29 @@ pub fn watch(
         .collect();
     let apis: Vec<Api> = specs.iter().map(|s| s.api).collect();
     classify(futures::stream::select_all(streams), apis, cfg, metrics)
+}
+
+/// An event from a recorded stream ([`replay`]), before classification.
+pub enum Replayed {
+    Apply(RawEvent),
+    Delete(RawEvent),
+}
+
+/// Classifies recorded events, tagged with their watch index, like live ones.
+pub fn classify_recorded<S>(
+    input: S,
+    apis: Vec<Api>,
+    cfg: &SourceConfig,
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = SourceItem> + Send + 'static
+where
+    S: Stream<Item = (usize, Replayed)> + Send + 'static,
+{
+    let tagged = input.map(|(i, r)| match r {
+        Replayed::Apply(raw) => (i, Ok(WatchEvent::Apply(raw))),
+        Replayed::Delete(raw) => (i, Ok(WatchEvent::Delete(raw))),
+    });
+    classify(tagged, apis, cfg, metrics)
 }
 
 /// Turns tagged watcher events into [`SourceItem`]s; exposed for tests.
