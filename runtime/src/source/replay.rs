@@ -63,6 +63,9 @@ pub fn decode(line: &[u8]) -> Result<Option<Recorded>, String> {
         other => return Err(format!("unknown watch event type {other:?}")),
     };
     let raw = l.object.ok_or("no `object`")?;
+    if raw.kind.as_deref().is_some_and(|k| k != "Event") {
+        return Err(format!("not an Event: kind {:?}", raw.kind.as_deref().unwrap_or_default()));
+    }
     let api = match raw.api_version.as_deref() {
         Some("v1") => Api::CoreV1,
         Some("events.k8s.io/v1") => Api::EventsV1,
@@ -175,7 +178,7 @@ mod tests {
         ));
         assert!(matches!(decode(b"  \n"), Ok(None)));
         let e = decode(br#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"Pod"}}"#).unwrap_err();
-        assert!(e.contains("apiVersion"), "{e}");
+        assert!(e.contains("kind \"Pod\""), "{e}");
         let e = decode(br#"{"type":"ADDED","object":{"apiVersion":"apps/v1"}}"#).unwrap_err();
         assert!(e.contains("not an Event"), "{e}");
         assert!(decode(b"{not json").is_err());
