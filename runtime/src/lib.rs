@@ -19,3 +19,5 @@ pub mod pipeline;
 pub mod route;
 pub mod setup;
 pub mod source;
+pub mod state;
+pub mod ha;

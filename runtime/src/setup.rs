@@ -66,5 +66,6 @@ pub fn pipeline_setup(config: &Config, cluster: &str, drain_timeout: Duration) -
         startup: config.source.startup,
         startup_max_age: config.source.startup_max_age,
         drain_timeout,
+        seen: None,
     })
 }

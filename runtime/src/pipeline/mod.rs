@@ -46,6 +46,8 @@ pub struct Setup {
     pub startup_max_age: Duration,
     /// How long shutdown waits for queues to drain.
     pub drain_timeout: Duration,
+    /// The seen-set fully acknowledged events are recorded in (see `crate::state`).
+    pub seen: Option<crate::state::seen::SharedSeen>,
 }
 
 /// What a finished run reports.
@@ -109,7 +111,7 @@ where
             setup.drain_timeout,
         )));
     }
-    let tracker = tokio::spawn(tracker(ack_rx, checkpoints, metrics.clone()));
+    let tracker = tokio::spawn(tracker(ack_rx, checkpoints, metrics.clone(), setup.seen.clone()));
     let exporters: Vec<SharedExporter> = setup.exporters.iter().map(|s| s.exporter.clone()).collect();
     let drain_timeout = setup.drain_timeout;
 
@@ -224,11 +226,7 @@ impl Process<'_> {
         } = ev;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut pending = Pending {
-            stream,
-            resource_version: raw.metadata.resource_version.clone().unwrap_or_default(),
-            remaining: 0,
-        };
+        let mut pending = Pending::event(stream, &raw);
         let event = match normalize(api, raw, watch_type, prev_count, &self.setup.normalize) {
             Ok(e) => e,
             Err(e) => {
@@ -275,6 +273,12 @@ impl Process<'_> {
         }
         pending.remaining = self.targets.len() as u32;
         regs.push((seq, pending));
+    }
+
+    /// Registers a position marker: it moves the checkpoint once everything before it is acknowledged.
+    fn mark(&mut self, stream: usize, mark: crate::ack::Mark, regs: &mut Vec<(u64, Pending)>) {
+        regs.push((self.next_seq, Pending::mark(stream, mark)));
+        self.next_seq += 1;
     }
 
     fn listed(&mut self, stream: usize) {
@@ -325,6 +329,7 @@ async fn process(
             match item {
                 SourceItem::Event(ev) => p.event(*ev, &mut regs, &mut sends),
                 SourceItem::Listed { stream } => p.listed(stream),
+                SourceItem::Mark { stream, mark } => p.mark(stream, mark, &mut regs),
             }
         }
         // Register before queueing, so no acknowledgement can overtake its registration.
@@ -571,8 +576,9 @@ async fn tracker(
     mut rx: mpsc::UnboundedReceiver<AckMsg>,
     out: watch::Sender<Checkpoint>,
     metrics: Arc<Metrics>,
+    seen: Option<crate::state::seen::SharedSeen>,
 ) -> (Checkpoint, usize) {
-    let mut t = AckTracker::new();
+    let mut t = AckTracker::with_seen(seen);
     let mut msgs = Vec::with_capacity(64);
     while rx.recv_many(&mut msgs, 64).await > 0 {
         for msg in msgs.drain(..) {
