@@ -210,7 +210,11 @@ mod tests {
         t.register(3, p(0, "70", 1));
         t.register(4, Pending::mark(0, Mark::Bookmark("95".into())));
         t.register(5, Pending::mark(0, Mark::ListEnd("100".into())));
-        assert_eq!(t.checkpoint().streams, vec![Some("50".into())], "held at the old position");
+        assert_eq!(
+            t.checkpoint().streams,
+            vec![Some("50".into())],
+            "held at the old position"
+        );
         assert!(seen.lock().unwrap().contains("uid-90", "90"));
         assert!(!seen.lock().unwrap().contains("uid-70", "70"), "not acknowledged yet");
         t.ack(3);

@@ -142,7 +142,12 @@ async fn open_state(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(StateWriter, source::StartState)> {
     let st = &config.state;
-    let ns = || st.namespace.clone().or_else(pod_namespace).unwrap_or_else(|| "default".into());
+    let ns = || {
+        st.namespace
+            .clone()
+            .or_else(pod_namespace)
+            .unwrap_or_else(|| "default".into())
+    };
     let store = match st.checkpoint {
         CheckpointStore::File => Store::File { dir: st.dir() },
         CheckpointStore::Configmap => Store::ConfigMap {

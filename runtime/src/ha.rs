@@ -182,7 +182,9 @@ impl Elector {
     /// Gives the Lease up (on a clean shutdown), so a standby takes over without waiting for expiry.
     pub async fn release(&self) {
         for _ in 0..3 {
-            let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+            let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+                return;
+            };
             let Some(spec) = lease.spec.as_mut() else { return };
             if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
                 return;

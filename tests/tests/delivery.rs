@@ -56,7 +56,12 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 /// Creates `n` core/v1 Events named `{prefix}-{i}` with `workers` concurrent
 /// clients; a create that fails (API server down) is retried, and one that
 /// already exists (its reply was lost) is read back. Returns (uid, rv) by name.
-async fn create_many(client: kube::Client, prefix: &str, n: usize, workers: usize) -> HashMap<String, (String, String)> {
+async fn create_many(
+    client: kube::Client,
+    prefix: &str,
+    n: usize,
+    workers: usize,
+) -> HashMap<String, (String, String)> {
     let mut set = tokio::task::JoinSet::new();
     for w in 0..workers {
         let client = client.clone();
@@ -70,12 +75,20 @@ async fn create_many(client: kube::Client, prefix: &str, n: usize, workers: usiz
                 for attempt in 0.. {
                     match events::create_core(&client, &ev).await {
                         Ok(c) => {
-                            out.push((name.clone(), c.metadata.uid.unwrap(), c.metadata.resource_version.unwrap()));
+                            out.push((
+                                name.clone(),
+                                c.metadata.uid.unwrap(),
+                                c.metadata.resource_version.unwrap(),
+                            ));
                             break;
                         }
                         Err(e) if e.to_string().contains("already exists") => {
                             let c = api.get(&name).await.expect("read back");
-                            out.push((name.clone(), c.metadata.uid.unwrap(), c.metadata.resource_version.unwrap()));
+                            out.push((
+                                name.clone(),
+                                c.metadata.uid.unwrap(),
+                                c.metadata.resource_version.unwrap(),
+                            ));
                             break;
                         }
                         Err(e) => {
@@ -156,7 +169,10 @@ fn count_events(out: &Path) -> usize {
 }
 
 fn kill9(c: &mut Collector) {
-    Command::new("kill").args(["-KILL", &c.child.id().to_string()]).status().expect("kill");
+    Command::new("kill")
+        .args(["-KILL", &c.child.id().to_string()])
+        .status()
+        .expect("kill");
     let _ = c.child.wait();
 }
 
@@ -228,7 +244,11 @@ async fn row2_sigterm_mid_stream_restart_later() {
     let t = wait_all(&[&out], &keys(&created));
     c.terminate().unwrap();
     report("row 2 (SIGTERM)", &t);
-    assert!(c.log_text().contains("resuming from the checkpoint"), "{}", c.log_text());
+    assert!(
+        c.log_text().contains("resuming from the checkpoint"),
+        "{}",
+        c.log_text()
+    );
     assert_eq!((t.lost, t.duplicated), (0, 0), "{t:?}");
     assert!(t.gap_records.is_empty());
 }
@@ -253,7 +273,11 @@ async fn row3_apiserver_restart_mid_stream() {
     let t = wait_all(&[&out], &keys(&created));
     c.terminate().unwrap();
     report("row 3 (apiserver restart)", &t);
-    assert!(c.log_text().contains("watch interrupted"), "the restart was seen:\n{}", c.log_text());
+    assert!(
+        c.log_text().contains("watch interrupted"),
+        "the restart was seen:\n{}",
+        c.log_text()
+    );
     assert_eq!((t.lost, t.duplicated), (0, 0), "{t:?}");
 }
 
@@ -268,7 +292,11 @@ fn etcdctl(cluster: &Cluster, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("etcdctl");
-    assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -294,7 +322,9 @@ async fn row4_compaction_while_down_gap_record_and_no_duplicates() {
         deleted.insert(during[&name].clone());
     }
     let status: Value = serde_json::from_str(&etcdctl(&s.cluster, &["endpoint", "status", "-w", "json"])).unwrap();
-    let rev = status[0]["Status"]["header"]["revision"].as_i64().expect("etcd revision");
+    let rev = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("etcd revision");
     etcdctl(&s.cluster, &["compaction", &rev.to_string()]);
 
     let mut c = Collector::start(&cfg, s.cluster.collector_kubeconfig(), &[]).unwrap();
@@ -310,7 +340,12 @@ async fn row4_compaction_while_down_gap_record_and_no_duplicates() {
     let g = &t.gap_records[0];
     assert_eq!(g["type"], "Warning");
     assert!(g["message"].as_str().unwrap().contains("410 Gone"), "{g}");
-    assert!(g["annotations"]["event-collector.io/gap-stream"].as_str().unwrap().contains("core/v1 in e2e"));
+    assert!(
+        g["annotations"]["event-collector.io/gap-stream"]
+            .as_str()
+            .unwrap()
+            .contains("core/v1 in e2e")
+    );
     // The deleted events are really gone: not exported, covered by the gap record only.
     let t_deleted = tally(&[&out], &deleted);
     assert_eq!(t_deleted.lost, deleted.len(), "deleted events cannot be exported");
@@ -334,12 +369,20 @@ retry_period = "500ms""#;
     let cfg_a = write(
         s.work.path(),
         "a.toml",
-        &config(&out_a, &s.work.path().join("sa"), &format!("{ha}\nidentity = \"replica-a\"")),
+        &config(
+            &out_a,
+            &s.work.path().join("sa"),
+            &format!("{ha}\nidentity = \"replica-a\""),
+        ),
     );
     let cfg_b = write(
         s.work.path(),
         "b.toml",
-        &config(&out_b, &s.work.path().join("sb"), &format!("{ha}\nidentity = \"replica-b\"")),
+        &config(
+            &out_b,
+            &s.work.path().join("sb"),
+            &format!("{ha}\nidentity = \"replica-b\""),
+        ),
     );
     let mut a = Collector::start(&cfg_a, s.cluster.collector_kubeconfig(), &[]).unwrap();
     assert!(
@@ -360,7 +403,10 @@ retry_period = "500ms""#;
     report("row 7 (leader SIGKILL, standby takes over)", &t);
     let log = b.log_text();
     assert!(status.success(), "{log}");
-    assert!(log.contains("acquired the lease") && log.contains("resuming from the checkpoint"), "{log}");
+    assert!(
+        log.contains("acquired the lease") && log.contains("resuming from the checkpoint"),
+        "{log}"
+    );
     assert!(count_events(&out_b) > 0, "the standby took over");
     assert_eq!(t.lost, 0, "{t:?}");
     assert!(t.gap_records.is_empty(), "no gap: {t:?}");
@@ -384,7 +430,10 @@ async fn row8_malformed_object_is_skipped_and_the_stream_goes_on() {
         "involvedObject": {"kind": "Pod", "name": "x", "namespace": NS},
         "reason": "Broken", "type": "Normal", "count": 1
     });
-    etcdctl(&s.cluster, &["put", &format!("/registry/events/{NS}/broken-1"), &broken.to_string()]);
+    etcdctl(
+        &s.cluster,
+        &["put", &format!("/registry/events/{NS}/broken-1"), &broken.to_string()],
+    );
     let second = create_many(s.cluster.admin_client().await.unwrap(), "m2", 1000, 16).await;
     let mut all = keys(&first);
     all.extend(keys(&second));

@@ -71,7 +71,10 @@ pub fn record(spec: &WatchSpec, gap: &Gap) -> RawEvent {
         ("event-collector.io/gap-to", ts(gap.to)),
         ("event-collector.io/gap-stream", stream.clone()),
         ("event-collector.io/gap-cause", gap.cause.as_str().to_string()),
-        ("event-collector.io/gap-resume-rv", gap.lost_rv.clone().unwrap_or_default()),
+        (
+            "event-collector.io/gap-resume-rv",
+            gap.lost_rv.clone().unwrap_or_default(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

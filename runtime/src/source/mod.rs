@@ -22,11 +22,11 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, stream::BoxStream};
 
 use crate::ack::Mark;
-use crate::state::Resume;
-use crate::state::seen::SharedSeen;
 use crate::config::{SourceConfig, WatchApi};
 use crate::event::{Api, RawEvent, WatchType, occurrence_count};
 use crate::metrics::Metrics;
+use crate::state::Resume;
+use crate::state::seen::SharedSeen;
 use repeats::{RepeatTracker, Verdict};
 
 /// One watch: an API, a namespace (None = all) and the selectors sent to the server.
@@ -247,7 +247,12 @@ impl Classifier {
         let verdict = match (raw.metadata.uid.as_deref(), raw.metadata.resource_version.as_deref()) {
             (Some(uid), Some(rv)) => {
                 // Acknowledged before (this run or a previous one): not again.
-                if self.seen.as_ref().and_then(|s| s.lock().ok()).is_some_and(|s| s.contains(uid, rv)) {
+                if self
+                    .seen
+                    .as_ref()
+                    .and_then(|s| s.lock().ok())
+                    .is_some_and(|s| s.contains(uid, rv))
+                {
                     self.tracker.observe(uid, rv, count);
                     self.metrics.source_skipped("seen");
                     return None;

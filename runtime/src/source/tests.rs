@@ -208,5 +208,11 @@ async fn acknowledged_pairs_from_a_previous_run_are_not_passed_on() {
         "{ev:?}"
     );
     // Marks pass through to the pipeline.
-    assert!(matches!(items[0], SourceItem::Mark { stream: 0, mark: Mark::ListStart }));
+    assert!(matches!(
+        items[0],
+        SourceItem::Mark {
+            stream: 0,
+            mark: Mark::ListStart
+        }
+    ));
 }

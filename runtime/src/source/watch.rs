@@ -57,7 +57,10 @@ pub enum WatchItem {
     Deleted(WireEvent),
     Bookmark(String),
     /// A watch ERROR event (a Status).
-    Error { code: u16, message: String },
+    Error {
+        code: u16,
+        message: String,
+    },
 }
 
 /// One page of a list.

@@ -126,7 +126,9 @@ mod tests {
 
     #[test]
     fn good_bad_and_unknown_objects() {
-        let good = WireEvent::from_value(json!({"kind":"Event","apiVersion":"v1","metadata":{"uid":"u1","resourceVersion":"5"},"count":2}));
+        let good = WireEvent::from_value(
+            json!({"kind":"Event","apiVersion":"v1","metadata":{"uid":"u1","resourceVersion":"5"},"count":2}),
+        );
         assert_eq!(good.parsed.unwrap().count, Some(2));
         let bad = WireEvent::from_value(
             json!({"metadata":{"uid":"u2","name":"n","namespace":"ns","resourceVersion":"6"},"count":"many"}),

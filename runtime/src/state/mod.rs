@@ -169,7 +169,11 @@ mod tests {
         let r = back.resume_points("c1", &specs);
         assert_eq!(r[0].as_ref().unwrap().resource_version, "41");
         assert!(r[0].as_ref().unwrap().acked_at.is_some());
-        assert_eq!(r[1].as_ref().unwrap().resource_version, "7", "an unmoved stream keeps its position");
+        assert_eq!(
+            r[1].as_ref().unwrap().resource_version,
+            "7",
+            "an unmoved stream keeps its position"
+        );
         // Another cluster, or a changed selector, resumes nothing.
         assert!(back.resume_points("c2", &specs).iter().all(Option::is_none));
         let mut changed = spec(Some("x"));

@@ -98,10 +98,12 @@ impl Store {
         };
         match text {
             None => Ok(None),
-            Some(t) => serde_json::from_str(&t).map(Some).map_err(|source| StoreError::Corrupt {
-                place: self.place(),
-                source,
-            }),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt {
+                    place: self.place(),
+                    source,
+                }),
         }
     }
 

@@ -70,7 +70,10 @@ impl StateWriter {
                 }
             }
             let cp = rx.borrow_and_update().clone();
-            if last.as_ref().is_some_and(|l| l.streams == cp.streams && l.acked_below == cp.acked_below) {
+            if last
+                .as_ref()
+                .is_some_and(|l| l.streams == cp.streams && l.acked_below == cp.acked_below)
+            {
                 continue;
             }
             if self.write(&cp).await {

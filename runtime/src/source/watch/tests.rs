@@ -55,7 +55,9 @@ impl EventApi for Fake {
 }
 
 fn ev(uid: &str, rv: &str) -> WireEvent {
-    WireEvent::from_value(json!({"metadata": {"uid": uid, "resourceVersion": rv, "name": uid, "namespace": "ns"}, "reason": "R"}))
+    WireEvent::from_value(
+        json!({"metadata": {"uid": uid, "resourceVersion": rv, "name": uid, "namespace": "ns"}, "reason": "R"}),
+    )
 }
 
 fn page(items: Vec<WireEvent>, rv: &str, cont: Option<&str>) -> Resp {
@@ -117,7 +119,11 @@ fn view(out: &[Out]) -> Vec<String> {
             Out::Event { deleted: true, raw, .. } => format!("D:{}", raw.metadata.uid.as_deref().unwrap_or("")),
             Out::Event { raw, initial, .. } => {
                 let uid = raw.metadata.uid.clone().unwrap_or_default();
-                let uid = if uid.starts_with("event-collector-gap-") { "GAP".into() } else { uid };
+                let uid = if uid.starts_with("event-collector-gap-") {
+                    "GAP".into()
+                } else {
+                    uid
+                };
                 format!(
                     "E:{uid}:{}{}",
                     raw.metadata.resource_version.as_deref().unwrap_or(""),
@@ -164,7 +170,10 @@ async fn fresh_start_lists_in_pages_then_watches_from_the_list_and_follows_bookm
 async fn resume_from_a_saved_position_with_opaque_resource_versions() {
     let (out, calls, _) = run(
         Some("zz-opaque"),
-        vec![watch(vec![WatchItem::Added(ev("n", "aa-1")), WatchItem::Added(ev("o", "0"))])],
+        vec![watch(vec![
+            WatchItem::Added(ev("n", "aa-1")),
+            WatchItem::Added(ev("o", "0")),
+        ])],
     )
     .await;
     assert_eq!(view(&out), vec!["E:n:aa-1", "E:o:0"]);
@@ -191,7 +200,10 @@ async fn gone_on_resume_relists_and_emits_one_gap_record_before_the_list_end() {
         vec!["LS", "E:a:5", "E:a:5", "E:b:6", "E:GAP:L3", "LE:L3", "L"],
         "relist items are not startup items; the caller de-duplicates a:5"
     );
-    assert_eq!(calls, vec!["watch:old", "list:", "list:c1", "list:", "list:c2", "watch:L3"]);
+    assert_eq!(
+        calls,
+        vec!["watch:old", "list:", "list:c1", "list:", "list:c2", "watch:L3"]
+    );
     assert_eq!(m.gap_records.get(), 1);
     assert_eq!(m.relist_count(Api::CoreV1), 1);
     assert_eq!(m.watch_error_count(Api::CoreV1, "gone"), 2);
@@ -231,7 +243,10 @@ async fn gone_as_a_watch_error_event_and_errors_back_off_and_resume_from_the_sam
     )
     .await;
     assert_eq!(view(&out), vec!["E:a:r2", "LS", "E:GAP:L9", "LE:L9", "L"]);
-    assert_eq!(calls, vec!["watch:r1", "watch:r1", "watch:r2", "watch:r2", "list:", "watch:L9"]);
+    assert_eq!(
+        calls,
+        vec!["watch:r1", "watch:r1", "watch:r2", "watch:r2", "list:", "watch:L9"]
+    );
     assert_eq!(m.watch_error_count(Api::CoreV1, "error"), 3);
     assert_eq!(m.watch_error_count(Api::CoreV1, "gone"), 1);
 }
@@ -249,7 +264,10 @@ async fn empty_watches_in_a_row_are_a_stale_position_and_relist() {
     )
     .await;
     assert_eq!(view(&out), vec!["LS", "E:a:1", "E:GAP:L4", "LE:L4", "L"]);
-    assert_eq!(calls, vec!["watch:stale", "watch:stale", "watch:stale", "list:", "watch:L4"]);
+    assert_eq!(
+        calls,
+        vec!["watch:stale", "watch:stale", "watch:stale", "list:", "watch:L4"]
+    );
     assert_eq!(m.watch_error_count(Api::CoreV1, "stale"), 1);
     assert_eq!(m.relist_count(Api::CoreV1), 1);
 }
