@@ -219,8 +219,9 @@ impl Classifier {
                 deleted: false,
                 raw,
                 initial,
-            } => self.apply(stream, api, raw, initial),
+            } => self.apply(stream, api, *raw, initial),
             watch::Out::Event { deleted: true, raw, .. } => {
+                let raw = *raw;
                 self.metrics.received(api, "deleted");
                 if let Some(uid) = raw.metadata.uid.as_deref() {
                     self.tracker.forget(uid);

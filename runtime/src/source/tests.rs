@@ -16,7 +16,7 @@ mod WatchEvent {
     pub fn InitApply(raw: RawEvent) -> Out {
         Out::Event {
             deleted: false,
-            raw,
+            raw: Box::new(raw),
             initial: true,
         }
     }
@@ -24,7 +24,7 @@ mod WatchEvent {
     pub fn ReApply(raw: RawEvent) -> Out {
         Out::Event {
             deleted: false,
-            raw,
+            raw: Box::new(raw),
             initial: false,
         }
     }
@@ -34,7 +34,7 @@ mod WatchEvent {
     pub fn Delete(raw: RawEvent) -> Out {
         Out::Event {
             deleted: true,
-            raw,
+            raw: Box::new(raw),
             initial: false,
         }
     }

@@ -86,7 +86,7 @@ pub enum Out {
     /// An object from a list (`listed`) or a watch.
     Event {
         deleted: bool,
-        raw: RawEvent,
+        raw: Box<RawEvent>,
         /// Part of the very first list of a fresh start.
         initial: bool,
     },
@@ -338,7 +338,7 @@ impl<A: EventApi> Machine<A> {
                                         "emitting a gap record: events created and deleted in this window could not be seen");
                                     out.push(Out::Event {
                                         deleted: false,
-                                        raw: gap::record(&self.spec, &g),
+                                        raw: Box::new(gap::record(&self.spec, &g)),
                                         initial: false,
                                     });
                                 }
@@ -378,7 +378,11 @@ impl<A: EventApi> Machine<A> {
                     self.rv = Some(rv.clone());
                     self.progress_at = Utc::now();
                 }
-                vec![Out::Event { deleted, raw, initial }]
+                vec![Out::Event {
+                    deleted,
+                    raw: Box::new(raw),
+                    initial,
+                }]
             }
             Err(m) => {
                 if !listing && let Some(rv) = &m.resource_version {
