@@ -6,15 +6,63 @@
 //! acknowledge it. The checkpoint of a watch is the resourceVersion of its
 //! newest event such that it and every earlier event are fully acknowledged.
 //! resourceVersions stay opaque strings: only the order of arrival counts.
+//!
+//! A list (startup or relist) returns objects in name order, not in
+//! resourceVersion order, so a watch cannot resume from the middle of one:
+//! between the source's [`Mark::ListStart`] and [`Mark::ListEnd`] the
+//! position stays where it was and moves to the list's own resourceVersion
+//! only once every listed event is acknowledged. Fully acknowledged events are
+//! recorded in the seen-set (if there is one), for relist de-duplication.
 
 use std::collections::VecDeque;
 
-/// One event waiting for acknowledgements.
-#[derive(Debug, Clone)]
+use chrono::{DateTime, Utc};
+
+use crate::state::seen::SharedSeen;
+
+/// A position marker from the source (no event, nothing to export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// A list begins: its items do not move the position.
+    ListStart,
+    /// The list is complete as of this resourceVersion.
+    ListEnd(String),
+    /// A watch bookmark: nothing of interest up to this resourceVersion.
+    Bookmark(String),
+}
+
+/// One event (or marker) waiting for acknowledgements.
+#[derive(Debug, Clone, Default)]
 pub struct Pending {
     pub stream: usize,
     pub resource_version: String,
     pub remaining: u32,
+    /// The event's uid (empty for markers), recorded in the seen-set once acknowledged.
+    pub uid: String,
+    pub mark: Option<Mark>,
+    /// When the tracker registered it (set by the tracker).
+    pub registered_at: Option<DateTime<Utc>>,
+}
+
+impl Pending {
+    /// The registration of a source event, not yet routed (`remaining` 0).
+    pub fn event(stream: usize, raw: &crate::event::RawEvent) -> Self {
+        Pending {
+            stream,
+            resource_version: raw.metadata.resource_version.clone().unwrap_or_default(),
+            uid: raw.metadata.uid.clone().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// The registration of a position marker.
+    pub fn mark(stream: usize, mark: Mark) -> Self {
+        Pending {
+            stream,
+            mark: Some(mark),
+            ..Default::default()
+        }
+    }
 }
 
 /// The acknowledged position of every watch.
@@ -24,6 +72,9 @@ pub struct Checkpoint {
     pub streams: Vec<Option<String>>,
     /// Every event with a lower sequence number is fully acknowledged.
     pub acked_below: u64,
+    /// Per watch: when the event (or marker) that set its position was registered:
+    /// the stream had been read up to that position by then.
+    pub acked_at: Vec<Option<DateTime<Utc>>>,
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +83,9 @@ pub struct AckTracker {
     base: u64,
     pending: VecDeque<Pending>,
     checkpoint: Checkpoint,
+    /// Per watch: inside a list (item positions are not resumable).
+    listing: Vec<bool>,
+    seen: Option<SharedSeen>,
 }
 
 impl AckTracker {
@@ -39,9 +93,20 @@ impl AckTracker {
         Self::default()
     }
 
+    /// A tracker that records acknowledged events in `seen`.
+    pub fn with_seen(seen: Option<SharedSeen>) -> Self {
+        Self {
+            seen,
+            ..Self::default()
+        }
+    }
+
     /// Registers the next event; its sequence number must be `next_seq()`.
-    pub fn register(&mut self, seq: u64, p: Pending) {
+    pub fn register(&mut self, seq: u64, mut p: Pending) {
         debug_assert_eq!(seq, self.next_seq(), "events are registered in order");
+        if p.registered_at.is_none() {
+            p.registered_at = Some(Utc::now());
+        }
         self.pending.push_back(p);
         self.advance();
     }
@@ -64,18 +129,45 @@ impl AckTracker {
     /// Moves the checkpoint past the fully acknowledged prefix; true if it moved.
     pub fn advance(&mut self) -> bool {
         let mut moved = false;
+        let mut seen = self.seen.as_ref().and_then(|s| s.lock().ok());
         while self.pending.front().is_some_and(|p| p.remaining == 0) {
-            if let Some(p) = self.pending.pop_front() {
-                if self.checkpoint.streams.len() <= p.stream {
-                    self.checkpoint.streams.resize(p.stream + 1, None);
-                }
-                // An object that had no resourceVersion cannot be resumed from.
-                if !p.resource_version.is_empty() {
-                    self.checkpoint.streams[p.stream] = Some(p.resource_version);
-                }
-                self.base += 1;
-                moved = true;
+            let Some(p) = self.pending.pop_front() else { break };
+            let s = p.stream;
+            if self.checkpoint.streams.len() <= s {
+                self.checkpoint.streams.resize(s + 1, None);
+                self.checkpoint.acked_at.resize(s + 1, None);
             }
+            if self.listing.len() <= s {
+                self.listing.resize(s + 1, false);
+            }
+            let position = match p.mark {
+                Some(Mark::ListStart) => {
+                    self.listing[s] = true;
+                    None
+                }
+                Some(Mark::ListEnd(rv)) => {
+                    self.listing[s] = false;
+                    Some(rv)
+                }
+                Some(Mark::Bookmark(rv)) if !self.listing[s] => Some(rv),
+                Some(Mark::Bookmark(_)) => None,
+                None => {
+                    if let Some(seen) = seen.as_mut()
+                        && !p.uid.is_empty()
+                        && !p.resource_version.is_empty()
+                    {
+                        seen.insert(&p.uid, &p.resource_version);
+                    }
+                    // An object that had no resourceVersion cannot be resumed from.
+                    (!self.listing[s]).then_some(p.resource_version)
+                }
+            };
+            if let Some(rv) = position.filter(|rv| !rv.is_empty()) {
+                self.checkpoint.streams[s] = Some(rv);
+                self.checkpoint.acked_at[s] = p.registered_at;
+            }
+            self.base += 1;
+            moved = true;
         }
         self.checkpoint.acked_below = self.base;
         moved
@@ -100,7 +192,40 @@ mod tests {
             stream,
             resource_version: rv.to_string(),
             remaining,
+            uid: format!("uid-{rv}"),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn lists_move_the_position_only_at_their_end_and_fill_the_seen_set() {
+        use crate::state::seen::SeenSet;
+        let seen = SeenSet::new(std::time::Duration::from_secs(3600), 100).shared();
+        let mut t = AckTracker::with_seen(Some(seen.clone()));
+        t.register(0, p(0, "50", 0));
+        assert_eq!(t.checkpoint().streams, vec![Some("50".into())]);
+        t.register(1, Pending::mark(0, Mark::ListStart));
+        // Items in name order: their resourceVersions say nothing about the list's progress.
+        t.register(2, p(0, "90", 0));
+        t.register(3, p(0, "70", 1));
+        t.register(4, Pending::mark(0, Mark::Bookmark("95".into())));
+        t.register(5, Pending::mark(0, Mark::ListEnd("100".into())));
+        assert_eq!(
+            t.checkpoint().streams,
+            vec![Some("50".into())],
+            "held at the old position"
+        );
+        assert!(seen.lock().unwrap().contains("uid-90", "90"));
+        assert!(!seen.lock().unwrap().contains("uid-70", "70"), "not acknowledged yet");
+        t.ack(3);
+        assert!(t.advance());
+        assert_eq!(t.checkpoint().streams, vec![Some("100".into())]);
+        assert!(seen.lock().unwrap().contains("uid-70", "70"));
+        assert!(t.checkpoint().acked_at[0].is_some());
+        // After the list, watch events and bookmarks move it again.
+        t.register(6, p(0, "101", 0));
+        t.register(7, Pending::mark(0, Mark::Bookmark("120".into())));
+        assert_eq!(t.checkpoint().streams, vec![Some("120".into())]);
     }
 
     #[test]

@@ -1,19 +1,27 @@
-//! Running the collector: connect, build, watch, stop cleanly on SIGTERM/SIGINT.
+//! Running the collector: connect, (with `[ha]`) wait for the Lease, load
+//! the checkpoint, watch from it, write it as it moves, stop cleanly on
+//! SIGTERM/SIGINT (drain, flush, final checkpoint, exit 0). On losing the
+//! Lease it stops the same way at once and exits non-zero, so the pod
+//! restarts and stands by.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::Checkpoint;
-use crate::config::Config;
+use crate::config::state::pod_namespace;
+use crate::config::{CheckpointStore, Config};
 use crate::filter::FilterHost;
+use crate::ha::{self, Elector};
 use crate::metrics::Metrics;
 use crate::source::client::{ClientOptions, cluster_id, connect};
-use crate::{pipeline, setup, source};
+use crate::state::seen::SeenSet;
+use crate::state::store::{Store, StoreError};
+use crate::state::writer::StateWriter;
+use crate::{pipeline, setup, source, state};
 
 /// Options from the command line.
 #[derive(Debug, Clone)]
@@ -51,21 +59,87 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     } else {
         None
     };
-    let setup = setup::pipeline_setup(&config, &cluster, opts.drain_timeout, filters)?;
-    let stream = match (client, &opts.replay) {
-        (Some(client), _) => {
-            let specs = source::watch_specs(&config.source);
-            source::watch(client, &config.source, &specs, metrics.clone()).boxed()
-        }
-        (None, Some(file)) => source::replay::source(file, &config.source, metrics.clone())?.boxed(),
-        (None, None) => anyhow::bail!("no cluster connection and no replay file"),
-    };
-    let started = std::time::Instant::now();
+    let mut setup = setup::pipeline_setup(&config, &cluster, opts.drain_timeout, filters)?;
+    let specs = source::watch_specs(&config.source);
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let (cp_tx, _cp_rx) = watch::channel(Checkpoint::default());
-    let summary = pipeline::run(stream, setup, metrics, shutdown, cp_tx).await;
+    let client = match (client, &opts.replay) {
+        (Some(c), _) => c,
+        (None, Some(file)) => return replay(file, &config, setup, metrics, shutdown).await,
+        (None, None) => anyhow::bail!("no cluster connection and no replay file"),
+    };
+
+    // HA: a standby waits here until it holds the Lease.
+    let elector = match config.ha.enabled {
+        true => {
+            let ns = config
+                .ha
+                .lease_namespace
+                .clone()
+                .or_else(pod_namespace)
+                .unwrap_or_else(|| "default".into());
+            let e = Arc::new(Elector::new(
+                kube::Api::namespaced(client.clone(), &ns),
+                &config.ha,
+                ha::identity(&config.ha),
+            ));
+            metrics.leader.set(0);
+            tracing::info!(lease = %config.ha.lease_name, namespace = %ns, identity = e.identity(), "standby: waiting for the lease");
+            if !e.acquire(&shutdown).await {
+                tracing::info!("stopped while standing by");
+                return Ok(());
+            }
+            Some(e)
+        }
+        false => None,
+    };
+    metrics.leader.set(1);
+    // Stops the run on SIGTERM/SIGINT or when the lease is lost.
+    let stop = CancellationToken::new();
+    let lost = CancellationToken::new();
+    {
+        let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = lost.cancelled() => {}
+            }
+            stop.cancel();
+        });
+    }
+    let holder = elector.clone().map(|e| {
+        let (stop, lost) = (stop.clone(), lost.clone());
+        tokio::spawn(async move { e.hold(stop, lost).await })
+    });
+
+    let (writer, start) = open_state(&config, &client, &cluster, &specs, metrics.clone()).await?;
+    setup.seen = start.seen.clone();
+    let stream = source::watch(client, &config.source, &specs, start, metrics.clone());
+    let (cp_tx, cp_rx) = watch::channel(Checkpoint::default());
+    let writer_stop = CancellationToken::new();
+    let writer_task = tokio::spawn(
+        writer
+            .clone()
+            .run(cp_rx, config.state.checkpoint_interval, writer_stop.clone()),
+    );
+    let summary = pipeline::run(stream, setup, metrics.clone(), stop.clone(), cp_tx).await;
+    writer_stop.cancel();
+    let _ = writer_task.await;
+    let written = writer.write(&summary.checkpoint).await;
+    if lost.is_cancelled() {
+        metrics.leader.set(0);
+        anyhow::bail!(
+            "lost the lease: stopped watching, drained and wrote the checkpoint (written: {written}); exiting so the pod restarts as a standby"
+        );
+    }
+    stop.cancel();
+    if let Some(h) = holder {
+        let _ = h.await;
+    }
+    if let Some(e) = &elector {
+        e.release().await;
+    }
     tracing::info!(
         routed = summary.routed,
         unrouted = summary.unrouted,
@@ -75,16 +149,110 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         normalize_failed = summary.normalize_failed,
         unacknowledged = summary.unacknowledged,
         checkpoint = ?summary.checkpoint.streams,
+        checkpoint_written = written,
         "stopped"
     );
-    if let Some(file) = &opts.replay {
-        let secs = started.elapsed().as_secs_f64();
-        let events = summary.checkpoint.acked_below;
-        tracing::info!(
-            file = %file.display(), events, seconds = secs, events_per_second = (events as f64 / secs.max(1e-9)) as u64,
-            "replay done"
-        );
+    Ok(())
+}
+
+/// Opens the checkpoint store, loads the saved state and builds the writer and the watches' start.
+async fn open_state(
+    config: &Config,
+    client: &kube::Client,
+    cluster: &str,
+    specs: &[source::WatchSpec],
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(StateWriter, source::StartState)> {
+    let st = &config.state;
+    let ns = || {
+        st.namespace
+            .clone()
+            .or_else(pod_namespace)
+            .unwrap_or_else(|| "default".into())
+    };
+    let store = match st.checkpoint {
+        CheckpointStore::File => Store::File { dir: st.dir() },
+        CheckpointStore::Configmap => Store::ConfigMap {
+            api: kube::Api::namespaced(client.clone(), &ns()),
+            name: st.configmap_name.clone(),
+        },
+        CheckpointStore::Lease => Store::Lease {
+            api: kube::Api::namespaced(client.clone(), &config.ha.lease_namespace.clone().unwrap_or_else(ns)),
+            name: config.ha.lease_name.clone(),
+        },
+    };
+    let saved = match store.load().await {
+        Ok(s) => s,
+        Err(e @ StoreError::Corrupt { .. }) => {
+            // Starting over re-reads what the API server still has: duplicates, never loss.
+            tracing::error!(error = %e, "ignoring the unreadable checkpoint; starting with a full list");
+            if let Store::File { dir } = &store {
+                let aside = dir.join(format!("{}.corrupt", state::store::FILE_NAME));
+                let _ = std::fs::rename(dir.join(state::store::FILE_NAME), &aside);
+            }
+            None
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot read the checkpoint: {e}")),
+    };
+    let seen_max = store.seen_capacity(st.seen_max_entries);
+    let mut seen = SeenSet::new(st.seen_ttl, seen_max);
+    let resume = match &saved {
+        Some(s) => {
+            s.load_seen(&mut seen);
+            s.resume_points(cluster, specs)
+        }
+        None => vec![None; specs.len()],
+    };
+    for (spec, r) in specs.iter().zip(&resume) {
+        match r {
+            Some(r) => {
+                tracing::info!(watch = %spec, resource_version = %r.resource_version, store = %store.place(), "resuming from the checkpoint")
+            }
+            None => {
+                tracing::info!(watch = %spec, store = %store.place(), "no checkpoint for this watch: starting with a full list")
+            }
+        }
     }
+    tracing::info!(entries = seen.len(), "seen-set loaded");
+    let seen = seen.shared();
+    let writer = StateWriter {
+        store,
+        cluster: cluster.to_string(),
+        keys: specs.iter().map(|s| state::stream_key(cluster, s)).collect(),
+        prior: saved.map(|s| s.streams).unwrap_or_default(),
+        seen: seen.clone(),
+        seen_max,
+        metrics,
+    };
+    let start = source::StartState {
+        resume,
+        seen: Some(seen),
+        stale_limit: st.stale_watch_limit,
+    };
+    Ok((writer, start))
+}
+
+/// `run --replay`: the recorded stream through the pipeline, without a cluster,
+/// HA or a saved checkpoint; ends at the end of the file with a summary.
+async fn replay(
+    file: &Path,
+    config: &Config,
+    setup: pipeline::Setup,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stream = source::replay::source(file, &config.source, metrics.clone())?;
+    let started = std::time::Instant::now();
+    let (cp_tx, _cp_rx) = watch::channel(Checkpoint::default());
+    let summary = pipeline::run(stream, setup, metrics, shutdown, cp_tx).await;
+    let secs = started.elapsed().as_secs_f64();
+    let events = summary.checkpoint.acked_below;
+    tracing::info!(
+        file = %file.display(), events, routed = summary.routed, filtered_out = summary.filtered_out,
+        unacknowledged = summary.unacknowledged, seconds = secs,
+        events_per_second = (events as f64 / secs.max(1e-9)) as u64,
+        "replay done"
+    );
     Ok(())
 }
 

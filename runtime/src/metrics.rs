@@ -145,6 +145,12 @@ pub struct Metrics {
     filter_swaps: Family<Labels, Counter>,
     filter_instantiations: Family<Labels, Counter>,
     filter_cache: Family<Labels, Counter>,
+    /// Gap records emitted (see `source::gap`).
+    pub gap_records: Counter,
+    checkpoint_writes: Family<Labels, Counter>,
+    checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 while this replica holds the Lease (or HA is off), else 0.
+    pub leader: Gauge,
 }
 
 const RECEIVED_KINDS: [&str; 3] = ["listed", "applied", "deleted"];
@@ -185,6 +191,10 @@ impl Metrics {
             filter_swaps: Default::default(),
             filter_instantiations: Default::default(),
             filter_cache: Default::default(),
+            gap_records: Default::default(),
+            checkpoint_writes: Default::default(),
+            checkpoint_age: Default::default(),
+            leader: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -284,7 +294,55 @@ impl Metrics {
             "Compiled-module cache lookups, by result (hit, miss, invalid, write_failed)",
             m.filter_cache.clone(),
         );
+        registry.register(
+            "gap_records",
+            "Gap records emitted: a watch could not resume (410 Gone or a stale resourceVersion) and events in the reported window may be missing",
+            m.gap_records.clone(),
+        );
+        registry.register(
+            "checkpoint_writes",
+            "Checkpoint writes, by result (ok, error)",
+            m.checkpoint_writes.clone(),
+        );
+        registry.register(
+            "checkpoint_age_seconds",
+            "Seconds since the checkpoint was last written",
+            m.checkpoint_age.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica is the leader (always 1 without [ha]), else 0",
+            m.leader.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// A checkpoint write, by result: ok, error.
+    pub fn checkpoint_write(&self, result: &str) {
+        self.checkpoint_writes.get_or_create(&l1("result", result)).inc();
+    }
+
+    pub fn checkpoint_writes(&self, result: &str) -> u64 {
+        self.checkpoint_writes.get_or_create(&l1("result", result)).get()
+    }
+
+    pub fn checkpoint_age(&self, age: std::time::Duration) {
+        self.checkpoint_age.set(age.as_secs_f64());
+    }
+
+    /// How many objects were skipped for `reason`.
+    pub fn skipped_count(&self, reason: &'static str) -> u64 {
+        self.skipped.get_or_create(&l1("reason", reason)).get()
+    }
+
+    pub fn watch_error_count(&self, api: Api, reason: &'static str) -> u64 {
+        self.watch_errors
+            .get_or_create(&l2("api", api.as_str(), "reason", reason))
+            .get()
+    }
+
+    pub fn relist_count(&self, api: Api) -> u64 {
+        self.relists.get_or_create(&l1("api", api.as_str())).get()
     }
 
     /// The handles of WASM filter `name`.

@@ -106,5 +106,6 @@ pub fn pipeline_setup(
         startup: config.source.startup,
         startup_max_age: config.source.startup_max_age,
         drain_timeout,
+        seen: None,
     })
 }

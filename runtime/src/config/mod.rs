@@ -10,6 +10,7 @@ pub mod filters;
 pub mod pattern;
 pub mod routes;
 pub mod source;
+pub mod state;
 
 use std::fmt;
 use std::ops::Range;
@@ -24,6 +25,7 @@ pub use filters::{FilterConfig, OnDelete, OnError, WasmConfig};
 pub use pattern::{FieldMatcher, MatcherSpec, Pattern};
 pub use routes::{RouteConfig, RouteMatch};
 pub use source::{SourceConfig, StartupPolicy, WatchApi};
+pub use state::{CheckpointStore, HaConfig, StateConfig};
 
 /// The default config file name, looked up beside the binary.
 pub const DEFAULT_FILE: &str = "event-collector.toml";
@@ -42,6 +44,10 @@ pub struct Config {
     pub filters: Vec<FilterConfig>,
     /// `[wasm]`: engine settings shared by every filter.
     pub wasm: WasmConfig,
+    /// `[state]`: checkpoint and seen-set storage.
+    pub state: StateConfig,
+    /// `[ha]`: Lease leader election.
+    pub ha: HaConfig,
 }
 
 /// One problem in a config file, with its place.
@@ -138,6 +144,10 @@ struct TopLevel {
     source: Option<Spanned<SourceConfig>>,
     #[serde(default)]
     routes: Vec<RouteConfig>,
+    #[serde(default)]
+    state: Option<Spanned<StateConfig>>,
+    #[serde(default)]
+    ha: Option<Spanned<HaConfig>>,
 }
 
 impl Config {
@@ -191,6 +201,20 @@ impl Config {
             }
             None => SourceConfig::default(),
         };
+        let state = match top.state {
+            Some(s) => {
+                s.get_ref().validate(s.span(), &mut problems);
+                s.into_inner()
+            }
+            None => StateConfig::default(),
+        };
+        let ha = match top.ha {
+            Some(h) => {
+                h.get_ref().validate(&state, h.span(), &mut problems);
+                h.into_inner()
+            }
+            None => HaConfig::default(),
+        };
         let mut routes = top.routes;
         routes::validate(&mut routes, &exporters, &filters, &mut problems);
         let config = Config {
@@ -201,6 +225,8 @@ impl Config {
             routes,
             filters,
             wasm,
+            state,
+            ha,
         };
         problems.into_result(file, config)
     }

@@ -58,6 +58,8 @@ pub struct Setup {
     pub startup_max_age: Duration,
     /// How long shutdown waits for queues to drain.
     pub drain_timeout: Duration,
+    /// The seen-set fully acknowledged events are recorded in (see `crate::state`).
+    pub seen: Option<crate::state::seen::SharedSeen>,
 }
 
 /// What a finished run reports.
@@ -128,7 +130,7 @@ where
             setup.drain_timeout,
         )));
     }
-    let tracker = tokio::spawn(tracker(ack_rx, checkpoints, metrics.clone()));
+    let tracker = tokio::spawn(tracker(ack_rx, checkpoints, metrics.clone(), setup.seen.clone()));
     let exporters: Vec<SharedExporter> = setup.exporters.iter().map(|s| s.exporter.clone()).collect();
     let drain_timeout = setup.drain_timeout;
 
@@ -263,11 +265,7 @@ impl Process<'_> {
         } = ev;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let pending = Pending {
-            stream,
-            resource_version: raw.metadata.resource_version.clone().unwrap_or_default(),
-            remaining: 0,
-        };
+        let pending = Pending::event(stream, &raw);
         let at = out.routes.len() as u32;
         let skip = |out: &mut RoutedBatch, pending| {
             out.items.push(Routed {
@@ -323,6 +321,18 @@ impl Process<'_> {
         });
     }
 
+    /// Registers a position marker: it moves the checkpoint once everything before it is acknowledged.
+    fn mark(&mut self, stream: usize, mark: crate::ack::Mark, out: &mut RoutedBatch) {
+        let at = out.routes.len() as u32;
+        out.items.push(Routed {
+            seq: self.next_seq,
+            pending: Pending::mark(stream, mark),
+            event: None,
+            routes: at..at,
+        });
+        self.next_seq += 1;
+    }
+
     fn listed(&mut self, stream: usize) {
         let dropped = self.startup_dropped.get(stream).copied().unwrap_or(0);
         if dropped > 0 {
@@ -371,6 +381,7 @@ async fn process(
             match item {
                 SourceItem::Event(ev) => p.event(*ev, &mut batch),
                 SourceItem::Listed { stream } => p.listed(stream),
+                SourceItem::Mark { stream, mark } => p.mark(stream, mark, &mut batch),
             }
         }
         if batch.items.is_empty() {
@@ -673,8 +684,9 @@ async fn tracker(
     mut rx: mpsc::UnboundedReceiver<AckMsg>,
     out: watch::Sender<Checkpoint>,
     metrics: Arc<Metrics>,
+    seen: Option<crate::state::seen::SharedSeen>,
 ) -> (Checkpoint, usize) {
-    let mut t = AckTracker::new();
+    let mut t = AckTracker::with_seen(seen);
     let mut msgs = Vec::with_capacity(64);
     while rx.recv_many(&mut msgs, 64).await > 0 {
         for msg in msgs.drain(..) {

@@ -1,27 +1,33 @@
 //! The source: Kubernetes Events from the API server, as one stream.
 //!
 //! Owns the watches (one per API and namespace, scoped server-side by
-//! namespace, field and label selectors), built on the kube-runtime `watcher`
-//! with no object cache, and the decision of what is worth passing on: a new
-//! event, a repeat whose count went up, optionally deletions and
+//! namespace, field and label selectors), each a [`watch::machine`] that can
+//! resume from a saved resourceVersion, relist after 410 Gone and emit a gap
+//! record, with no object cache; and the decision of what is worth passing
+//! on: a new event, a repeat whose count went up, optionally deletions and
 //! metadata-only updates. Relists and the second API's view of the same object
-//! are recognized by [`repeats::RepeatTracker`] and not passed on twice.
-//! Every item carries its resourceVersion and the watch it came from.
+//! are recognized by [`repeats::RepeatTracker`] and, across restarts, by the
+//! persistent seen-set, and not passed on twice. Every item carries its
+//! resourceVersion and the watch it came from.
 
 pub mod client;
+pub mod gap;
 pub mod repeats;
 pub mod replay;
+pub mod watch;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream::BoxStream};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event as WatchEvent};
 
+use crate::ack::Mark;
 use crate::config::{SourceConfig, WatchApi};
 use crate::event::{Api, RawEvent, WatchType, occurrence_count};
 use crate::metrics::Metrics;
+use crate::state::Resume;
+use crate::state::seen::SharedSeen;
 use repeats::{RepeatTracker, Verdict};
 
 /// One watch: an API, a namespace (None = all) and the selectors sent to the server.
@@ -105,16 +111,32 @@ pub enum SourceItem {
     Listed {
         stream: usize,
     },
+    /// A position marker for the checkpoint (list start/end, bookmark); nothing to export.
+    Mark {
+        stream: usize,
+        mark: Mark,
+    },
 }
 
-/// What one raw watch yields, tagged with its index.
-type Tagged = (usize, Result<WatchEvent<RawEvent>, watcher::Error>);
+/// What one watch machine yields, tagged with its index.
+pub type Tagged = (usize, watch::Out);
+
+/// How the watches start: per spec, the saved position (None: initial list).
+#[derive(Clone, Default)]
+pub struct StartState {
+    pub resume: Vec<Option<Resume>>,
+    /// Acknowledged (uid, resourceVersion) pairs; such objects are not passed on again.
+    pub seen: Option<SharedSeen>,
+    /// Empty watches in a row taken as a stale resourceVersion.
+    pub stale_limit: u32,
+}
 
 /// Opens the watches for `specs` and merges them into one stream.
 pub fn watch(
     client: kube::Client,
     cfg: &SourceConfig,
     specs: &[WatchSpec],
+    start: StartState,
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = SourceItem> + Send + 'static {
     let streams: Vec<BoxStream<'static, Tagged>> = specs
@@ -122,23 +144,30 @@ pub fn watch(
         .enumerate()
         .map(|(i, spec)| {
             let ar = spec.api.api_resource();
-            let api: kube::Api<RawEvent> = match &spec.namespace {
+            let api: kube::Api<wire::WireEvent> = match &spec.namespace {
                 Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &ar),
                 None => kube::Api::all_with(client.clone(), &ar),
             };
-            let mut wc = watcher::Config::default().page_size(cfg.page_size);
-            if let Some(f) = &spec.field_selector {
-                wc = wc.fields(f);
-            }
-            if let Some(l) = &spec.label_selector {
-                wc = wc.labels(l);
-            }
-            tracing::info!(watch = %spec, "starting watch");
-            watcher::watcher(api, wc).default_backoff().map(move |r| (i, r)).boxed()
+            let resume = start.resume.get(i).cloned().flatten();
+            tracing::info!(watch = %spec, resume_from = resume.as_ref().map(|r| r.resource_version.as_str()), "starting watch");
+            let events = watch::KubeEventApi {
+                api,
+                field_selector: spec.field_selector.clone(),
+                label_selector: spec.label_selector.clone(),
+                timeout: 290,
+            };
+            let mc = watch::MachineConfig {
+                page_size: cfg.page_size,
+                stale_limit: start.stale_limit.max(1),
+                ..Default::default()
+            };
+            watch::machine(events, spec.clone(), resume, mc, metrics.clone())
+                .map(move |o| (i, o))
+                .boxed()
         })
         .collect();
     let apis: Vec<Api> = specs.iter().map(|s| s.api).collect();
-    classify(futures::stream::select_all(streams), apis, cfg, metrics)
+    classify(futures::stream::select_all(streams), apis, cfg, start.seen, metrics)
 }
 
 /// An event from a recorded stream ([`replay`]), before classification.
@@ -147,7 +176,8 @@ pub enum Replayed {
     Delete(RawEvent),
 }
 
-/// Classifies recorded events, tagged with their watch index, like live ones.
+/// Classifies recorded events, tagged with their watch index, like live ones
+/// (no seen-set: a replay starts from nothing).
 pub fn classify_recorded<S>(
     input: S,
     apis: Vec<Api>,
@@ -157,18 +187,29 @@ pub fn classify_recorded<S>(
 where
     S: Stream<Item = (usize, Replayed)> + Send + 'static,
 {
-    let tagged = input.map(|(i, r)| match r {
-        Replayed::Apply(raw) => (i, Ok(WatchEvent::Apply(raw))),
-        Replayed::Delete(raw) => (i, Ok(WatchEvent::Delete(raw))),
+    let tagged = input.map(|(i, r)| {
+        let (deleted, raw) = match r {
+            Replayed::Apply(raw) => (false, raw),
+            Replayed::Delete(raw) => (true, raw),
+        };
+        (
+            i,
+            watch::Out::Event {
+                deleted,
+                raw: Box::new(raw),
+                initial: false,
+            },
+        )
     });
-    classify(tagged, apis, cfg, metrics)
+    classify(tagged, apis, cfg, None, metrics)
 }
 
-/// Turns tagged watcher events into [`SourceItem`]s; exposed for tests.
+/// Turns tagged machine output into [`SourceItem`]s; exposed for tests.
 pub fn classify<S>(
     input: S,
     apis: Vec<Api>,
     cfg: &SourceConfig,
+    seen: Option<SharedSeen>,
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = SourceItem> + Send + 'static
 where
@@ -177,6 +218,7 @@ where
     let mut state = Classifier {
         tracker: RepeatTracker::new(cfg.repeat_cache_size, Duration::from_secs(3600)),
         apis,
+        seen,
         listed_once: Vec::new(),
         export_deleted: cfg.export_deleted,
         export_unchanged: cfg.export_unchanged,
@@ -188,6 +230,7 @@ where
 struct Classifier {
     tracker: RepeatTracker,
     apis: Vec<Api>,
+    seen: Option<SharedSeen>,
     /// Per watch: has it finished its first list?
     listed_once: Vec<bool>,
     export_deleted: bool,
@@ -196,35 +239,24 @@ struct Classifier {
 }
 
 impl Classifier {
-    fn on(&mut self, stream: usize, ev: Result<WatchEvent<RawEvent>, watcher::Error>) -> Option<SourceItem> {
+    fn on(&mut self, stream: usize, out: watch::Out) -> Option<SourceItem> {
         if self.listed_once.len() <= stream {
             self.listed_once.resize(stream + 1, false);
         }
         let api = self.apis.get(stream).copied().unwrap_or(Api::EventsV1);
-        match ev {
-            Err(e) => {
-                let gone = matches!(&e, watcher::Error::WatchError(s) if s.code == 410);
-                self.metrics.watch_error(api, if gone { "gone" } else { "error" });
-                tracing::warn!(api = %api, error = %e, "watch interrupted; the watcher backs off and resumes");
-                None
-            }
-            Ok(WatchEvent::Init) => {
-                if self.listed_once[stream] {
-                    self.metrics.watch_relist(api);
-                    tracing::info!(api = %api, "relisting; events already passed on are recognized and not sent again");
-                }
-                None
-            }
-            Ok(WatchEvent::InitDone) => {
+        match out {
+            watch::Out::Mark(mark) => Some(SourceItem::Mark { stream, mark }),
+            watch::Out::Listed => {
                 self.listed_once[stream] = true;
                 Some(SourceItem::Listed { stream })
             }
-            Ok(WatchEvent::InitApply(raw)) => {
-                let initial = !self.listed_once[stream];
-                self.apply(stream, api, raw, initial)
-            }
-            Ok(WatchEvent::Apply(raw)) => self.apply(stream, api, raw, false),
-            Ok(WatchEvent::Delete(raw)) => {
+            watch::Out::Event {
+                deleted: false,
+                raw,
+                initial,
+            } => self.apply(stream, api, *raw, initial),
+            watch::Out::Event { deleted: true, raw, .. } => {
+                let raw = *raw;
                 self.metrics.received(api, "deleted");
                 if let Some(uid) = raw.metadata.uid.as_deref() {
                     self.tracker.forget(uid);
@@ -249,7 +281,20 @@ impl Classifier {
         let count = occurrence_count(&raw);
         // Objects without uid or resourceVersion still go on, so normalize can report them by name.
         let verdict = match (raw.metadata.uid.as_deref(), raw.metadata.resource_version.as_deref()) {
-            (Some(uid), Some(rv)) => self.tracker.observe(uid, rv, count),
+            (Some(uid), Some(rv)) => {
+                // Acknowledged before (this run or a previous one): not again.
+                if self
+                    .seen
+                    .as_ref()
+                    .and_then(|s| s.lock().ok())
+                    .is_some_and(|s| s.contains(uid, rv))
+                {
+                    self.tracker.observe(uid, rv, count);
+                    self.metrics.source_skipped("seen");
+                    return None;
+                }
+                self.tracker.observe(uid, rv, count)
+            }
             _ => Verdict::New,
         };
         let (watch_type, prev_count) = match verdict {

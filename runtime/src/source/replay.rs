@@ -64,7 +64,10 @@ pub fn decode(line: &[u8]) -> Result<Option<Recorded>, String> {
     };
     let raw = l.object.ok_or("no `object`")?;
     if raw.kind.as_deref().is_some_and(|k| k != "Event") {
-        return Err(format!("not an Event: kind {:?}", raw.kind.as_deref().unwrap_or_default()));
+        return Err(format!(
+            "not an Event: kind {:?}",
+            raw.kind.as_deref().unwrap_or_default()
+        ));
     }
     let api = match raw.api_version.as_deref() {
         Some("v1") => Api::CoreV1,

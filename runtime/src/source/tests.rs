@@ -1,11 +1,44 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::runtime::watcher::Event as WatchEvent;
 use serde_json::json;
 
+use super::watch::Out;
 use super::*;
 use crate::config::SourceConfig;
+
+/// Shorthands for what a watch machine yields.
+#[allow(non_snake_case, non_upper_case_globals)]
+mod WatchEvent {
+    use super::*;
+    pub const Init: Out = Out::Mark(Mark::ListStart);
+    pub const InitDone: Out = Out::Listed;
+    pub fn InitApply(raw: RawEvent) -> Out {
+        Out::Event {
+            deleted: false,
+            raw: Box::new(raw),
+            initial: true,
+        }
+    }
+    /// A relist item (after 410): not part of the startup list.
+    pub fn ReApply(raw: RawEvent) -> Out {
+        Out::Event {
+            deleted: false,
+            raw: Box::new(raw),
+            initial: false,
+        }
+    }
+    pub fn Apply(raw: RawEvent) -> Out {
+        ReApply(raw)
+    }
+    pub fn Delete(raw: RawEvent) -> Out {
+        Out::Event {
+            deleted: true,
+            raw: Box::new(raw),
+            initial: false,
+        }
+    }
+}
 
 fn raw(uid: &str, rv: &str, count: i64) -> RawEvent {
     serde_json::from_value(json!({
@@ -15,10 +48,15 @@ fn raw(uid: &str, rv: &str, count: i64) -> RawEvent {
     .expect("raw event")
 }
 
-async fn run(cfg: SourceConfig, input: Vec<(usize, WatchEvent<RawEvent>)>) -> Vec<SourceItem> {
+async fn run(cfg: SourceConfig, input: Vec<(usize, Out)>) -> Vec<SourceItem> {
+    run_seen(cfg, input, None).await
+}
+
+async fn run_seen(cfg: SourceConfig, input: Vec<(usize, Out)>, seen: Option<SharedSeen>) -> Vec<SourceItem> {
     let apis = vec![Api::EventsV1, Api::CoreV1];
-    let stream = futures::stream::iter(input.into_iter().map(|(i, e)| (i, Ok(e))));
-    classify(stream, apis, &cfg, Arc::new(Metrics::new())).collect().await
+    classify(futures::stream::iter(input), apis, &cfg, seen, Arc::new(Metrics::new()))
+        .collect()
+        .await
 }
 
 fn events(items: &[SourceItem]) -> Vec<(String, WatchType, Option<u64>, bool)> {
@@ -31,7 +69,7 @@ fn events(items: &[SourceItem]) -> Vec<(String, WatchType, Option<u64>, bool)> {
                 e.prev_count,
                 e.initial,
             )),
-            SourceItem::Listed { .. } => None,
+            SourceItem::Listed { .. } | SourceItem::Mark { .. } => None,
         })
         .collect()
 }
@@ -49,9 +87,9 @@ async fn list_then_watch_repeats_and_relist() {
         (0, WatchEvent::Apply(raw("a", "4", 2))),
         // A relist (after 410): everything comes again.
         (0, WatchEvent::Init),
-        (0, WatchEvent::InitApply(raw("a", "4", 2))),
-        (0, WatchEvent::InitApply(raw("b", "2", 1))),
-        (0, WatchEvent::InitApply(raw("c", "5", 1))),
+        (0, WatchEvent::ReApply(raw("a", "4", 2))),
+        (0, WatchEvent::ReApply(raw("b", "2", 1))),
+        (0, WatchEvent::ReApply(raw("c", "5", 1))),
         (0, WatchEvent::InitDone),
         (0, WatchEvent::Delete(raw("c", "6", 1))),
     ];
@@ -148,4 +186,33 @@ fn specs_scope_server_side() {
             .iter()
             .all(|s| s.field_selector.is_none() && s.api == Api::EventsV1)
     );
+}
+
+#[tokio::test]
+async fn acknowledged_pairs_from_a_previous_run_are_not_passed_on() {
+    let seen = crate::state::seen::SeenSet::new(Duration::from_secs(3600), 100).shared();
+    seen.lock().unwrap().insert("a", "1");
+    let input = vec![
+        (0, WatchEvent::Init),
+        (0, WatchEvent::ReApply(raw("a", "1", 1))),
+        (0, WatchEvent::ReApply(raw("b", "2", 1))),
+        (0, WatchEvent::InitDone),
+        // A new occurrence of the acknowledged event is new.
+        (0, WatchEvent::Apply(raw("a", "3", 2))),
+    ];
+    let items = run_seen(SourceConfig::default(), input, Some(seen)).await;
+    let ev = events(&items);
+    assert_eq!(
+        ev.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        vec!["2", "3"],
+        "{ev:?}"
+    );
+    // Marks pass through to the pipeline.
+    assert!(matches!(
+        items[0],
+        SourceItem::Mark {
+            stream: 0,
+            mark: Mark::ListStart
+        }
+    ));
 }
