@@ -121,8 +121,12 @@ pub fn collector_bin() -> &'static Path {
         let profile = profile_dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
+        // The same package selection as `cargo test --workspace`, so features
+        // resolve the same way: building only `-p event-collector` would
+        // rebuild its dependencies with other features, and overwrite the binary
+        // that the workspace test run just built.
         cmd.current_dir(repo_root())
-            .args(["build", "-q", "-p", "event-collector", "--bin", "event-collector"]);
+            .args(["build", "-q", "--workspace", "--all-targets"]);
         if profile != "debug" {
             cmd.args(["--profile", if profile == "release" { "release" } else { profile }]);
         }
