@@ -52,8 +52,8 @@ written inline, arrays of tables as [[name]].
 {{- define "event-collector.configToml" -}}
 {{- $config := deepCopy .Values.config -}}
 {{- if .Values.ha.enabled -}}
-{{- $ha := dict "enabled" true "checkpoint" .Values.ha.checkpoint -}}
-{{- $_ := set $config "ha" (merge (default dict $config.ha) $ha) -}}
+{{- $_ := set $config "ha" (merge (default dict $config.ha) (dict "enabled" true)) -}}
+{{- $_ := set $config "state" (merge (default dict $config.state) (dict "checkpoint" .Values.ha.checkpoint)) -}}
 {{- end -}}
 {{- range $k, $v := $config -}}
 {{- if and (not (kindIs "map" $v)) (not (include "event-collector.isTableArray" $v)) (not (and (kindIs "slice" $v) (eq (len $v) 0))) }}
