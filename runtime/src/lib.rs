@@ -19,3 +19,4 @@ pub mod pipeline;
 pub mod route;
 pub mod setup;
 pub mod source;
+pub mod spill;
