@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use event_collector_exporters::{ConfigError as ExporterConfigError, SharedExporter};
 
-use crate::config::{Config, ExporterConfig, ExporterKind};
+use crate::config::{Config, ExporterConfig, ExporterKind, Overflow};
 use crate::event::NormalizeOptions;
 use crate::pipeline::{ExporterSlot, Setup};
 use crate::route::RouteTable;
@@ -45,10 +45,15 @@ pub fn build_exporters(config: &Config) -> anyhow::Result<Vec<ExporterSlot>> {
                 let (line, col) = crate::config::line_col(&src, e.span.start);
                 anyhow::anyhow!("{}:{line}:{col}: {err}", config.file.display())
             })?;
+            let mut common = e.common.clone();
+            if common.overflow() == Overflow::Spill {
+                let base = config.file.parent().unwrap_or(std::path::Path::new(""));
+                common.spill_dir = Some(common.resolved_spill_dir(&e.name, base));
+            }
             Ok(ExporterSlot {
                 name: e.name.clone(),
                 exporter,
-                common: e.common.clone(),
+                common,
             })
         })
         .collect()

@@ -249,7 +249,10 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
             own.insert(k, v);
         }
     }
-    let spans: Vec<(String, Range<usize>)> = common.iter().map(|(k, v)| (k.get_ref().to_string(), v.span())).collect();
+    let spans: Vec<(String, Range<usize>)> = common
+        .iter()
+        .map(|(k, v)| (k.get_ref().to_string(), v.span()))
+        .collect();
     let key_span = |k: &str| spans.iter().find(|(n, _)| n == k).map(|(_, s)| s.clone());
     let common: Option<ExporterCommon> = de_table(common, span.clone(), problems, &name);
     let kind = match ty_name.as_str() {

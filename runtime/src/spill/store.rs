@@ -63,7 +63,12 @@ pub enum SpillError {
         source: io::Error,
     },
     #[error("spill queue `{}` is full: {used} bytes used, {wanted} more wanted, spill_max_bytes = {max}", dir.display())]
-    Full { dir: PathBuf, used: u64, wanted: u64, max: u64 },
+    Full {
+        dir: PathBuf,
+        used: u64,
+        wanted: u64,
+        max: u64,
+    },
     #[error("spill queue `{}` is in use by another process (it holds `{}`)", dir.display(), dir.join("lock").display())]
     Locked { dir: PathBuf },
 }
@@ -198,7 +203,12 @@ fn sync_dir(dir: &Path) -> Result<(), SpillError> {
 }
 
 /// Reads one record at `off` (`end` is where good data stops); Ok(None) at `end`.
-fn read_record(file: &File, path: &Path, off: u64, end: u64) -> Result<Result<Option<Vec<u8>>, SpillProblem>, SpillError> {
+fn read_record(
+    file: &File,
+    path: &Path,
+    off: u64,
+    end: u64,
+) -> Result<Result<Option<Vec<u8>>, SpillProblem>, SpillError> {
     if off >= end {
         return Ok(Ok(None));
     }
@@ -556,7 +566,11 @@ impl SpillStore {
             if seg.id > end_id {
                 break;
             }
-            let upto = if seg.id == end_id { end_off.min(seg.end) } else { seg.end };
+            let upto = if seg.id == end_id {
+                end_off.min(seg.end)
+            } else {
+                seg.end
+            };
             let n = left.min(seg.records);
             left -= n;
             self.bytes -= upto.saturating_sub(seg.start).min(self.bytes);
@@ -594,8 +608,7 @@ impl SpillStore {
         let tmp = self.opts.dir.join("index.tmp");
         let path = self.opts.dir.join("index");
         let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        f.write_all(index.to_text().as_bytes())
-            .map_err(io_err("write", &tmp))?;
+        f.write_all(index.to_text().as_bytes()).map_err(io_err("write", &tmp))?;
         f.sync_all().map_err(io_err("fsync", &tmp))?;
         fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
         sync_dir(&self.opts.dir)

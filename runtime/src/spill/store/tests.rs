@@ -13,7 +13,9 @@ fn opts(dir: &Path) -> SpillOptions {
 }
 
 fn payloads(from: usize, n: usize) -> Vec<Vec<u8>> {
-    (from..from + n).map(|i| format!("record-{i:04}").into_bytes()).collect()
+    (from..from + n)
+        .map(|i| format!("record-{i:04}").into_bytes())
+        .collect()
 }
 
 fn texts(b: &ReadBatch) -> Vec<String> {
@@ -176,7 +178,8 @@ fn damage_that_appears_after_open_is_found_on_read() {
     let seg = segments(dir.path()).pop().unwrap();
     let f = OpenOptions::new().write(true).open(&seg).unwrap();
     // A length field that cannot be right, on the fourth record.
-    f.write_all_at(&u32::MAX.to_le_bytes(), 3 * (FRAME_HEADER + 11)).unwrap();
+    f.write_all_at(&u32::MAX.to_le_bytes(), 3 * (FRAME_HEADER + 11))
+        .unwrap();
     let b = s.read(10, u64::MAX).unwrap();
     assert_eq!(texts(&b), names(0, 3));
     assert_eq!(b.problems.len(), 1);
@@ -267,7 +270,12 @@ fn index_text_round_trips_and_rejects_edits() {
         starts: vec![(7, 19), (9, 38)],
     };
     assert_eq!(Index::parse(&i.to_text()), Some(i));
-    let edited = Index { front: 7, starts: vec![] }.to_text().replace("front 7", "front 8");
+    let edited = Index {
+        front: 7,
+        starts: vec![],
+    }
+    .to_text()
+    .replace("front 7", "front 8");
     assert_eq!(Index::parse(&edited), None);
 }
 
