@@ -165,7 +165,14 @@ impl Es {
             let client = self.client.clone();
             async move {
                 let resp = client
-                    .send(method, &path, HeaderMap::new(), None::<&()>, body.map(|b| b.to_string()), None)
+                    .send(
+                        method,
+                        &path,
+                        HeaderMap::new(),
+                        None::<&()>,
+                        body.map(|b| b.to_string()),
+                        None,
+                    )
                     .await
                     .ok()?;
                 let text = resp.text().await.ok()?;
@@ -301,7 +308,10 @@ exporters = ["good", "sick", "search"]
         collector.log_text()
     );
     let log = collector.log_text();
-    assert!(log.contains(&sick.display().to_string()), "the error names the path:\n{log}");
+    assert!(
+        log.contains(&sick.display().to_string()),
+        "the error names the path:\n{log}"
+    );
 
     // Recovery.
     std::fs::remove_file(&sick).unwrap();
