@@ -506,7 +506,7 @@ async fn export_with_retry(
             );
         }
         if let Some(q) = spill_to.filter(|q| q.overflow() == Overflow::Spill && !retry.shutdown.is_cancelled())
-            && (attempt == queue::EVACUATE_AFTER || (attempt > queue::EVACUATE_AFTER && attempt % 16 == 0))
+            && (attempt == queue::EVACUATE_AFTER || (attempt > queue::EVACUATE_AFTER && attempt.is_multiple_of(16)))
             && q.evacuate(&remaining).await
         {
             return Outcome::Spilled;
