@@ -266,6 +266,7 @@ exporters = ["good", "sick", "search"]
     .unwrap();
     let mut collector = Collector::start(&config, cluster.collector_kubeconfig(), &[]).unwrap();
     let client = cluster.admin_client().await.unwrap();
+    eprintln!("row 5: cluster, server and collector up after {:?}", started.elapsed());
 
     // Before the outage.
     let mut expected = create_many(&client, ns, "before", 1000, "before the outage").await;
@@ -282,6 +283,7 @@ exporters = ["good", "sick", "search"]
     std::fs::write(&sick, "not a directory").unwrap();
     es.restart_script("--stop");
     let outage = Instant::now();
+    eprintln!("row 5: outage starts after {:?}", started.elapsed());
     let mut good_counts = vec![volume_keys(&good, ns).len()];
     let mut batch = 0;
     while outage.elapsed() < Duration::from_secs(60) {
@@ -314,6 +316,7 @@ exporters = ["good", "sick", "search"]
     );
 
     // Recovery.
+    eprintln!("row 5: outage ends after {:?}", started.elapsed());
     std::fs::remove_file(&sick).unwrap();
     std::fs::rename(&moved, &sick).unwrap();
     es.restart_script("--start");
