@@ -20,4 +20,5 @@ pub mod pipeline;
 pub mod route;
 pub mod setup;
 pub mod source;
+pub mod spill;
 pub mod state;

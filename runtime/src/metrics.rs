@@ -30,6 +30,12 @@ pub struct ExporterMetrics {
     pub exported: Counter,
     pub batches: Counter,
     pub queue_depth: Gauge,
+    /// Bytes (of event JSON) waiting in memory.
+    pub queue_bytes: Gauge,
+    /// `queue_max_events`.
+    pub queue_capacity_events: Gauge,
+    /// Bytes waiting in the on-disk spill queue.
+    pub spill_bytes: Gauge,
     failures: Family<Labels, Counter>,
     dropped: Family<Labels, Counter>,
     name: String,
@@ -137,6 +143,9 @@ pub struct Metrics {
     failures: Family<Labels, Counter>,
     dropped: Family<Labels, Counter>,
     queue_depth: Family<Labels, Gauge>,
+    queue_bytes: Family<Labels, Gauge>,
+    queue_capacity: Family<Labels, Gauge>,
+    spill_bytes: Family<Labels, Gauge>,
     pub checkpoint_pending: Gauge,
     filter_calls: Family<Labels, Counter>,
     filter_call_seconds: Family<Labels, Histogram, fn() -> Histogram>,
@@ -183,6 +192,9 @@ impl Metrics {
             failures: Default::default(),
             dropped: Default::default(),
             queue_depth: Default::default(),
+            queue_bytes: Default::default(),
+            queue_capacity: Default::default(),
+            spill_bytes: Default::default(),
             checkpoint_pending: Default::default(),
             filter_calls: Default::default(),
             filter_call_seconds: Family::new_with_constructor(filter_call_histogram),
@@ -251,8 +263,23 @@ impl Metrics {
         );
         registry.register(
             "exporter_queue_depth",
-            "Events waiting in each exporter's queue",
+            "Events waiting for each exporter, in memory and in its spill queue",
             m.queue_depth.clone(),
+        );
+        registry.register(
+            "exporter_queue_bytes",
+            "Bytes of event JSON waiting in each exporter's memory queue",
+            m.queue_bytes.clone(),
+        );
+        registry.register(
+            "exporter_queue_capacity_events",
+            "Most events each exporter's memory queue holds (queue_max_events)",
+            m.queue_capacity.clone(),
+        );
+        registry.register(
+            "exporter_spill_bytes",
+            "Bytes waiting in each exporter's on-disk spill queue",
+            m.spill_bytes.clone(),
         );
         registry.register(
             "checkpoint_pending",
@@ -409,6 +436,9 @@ impl Metrics {
             exported: self.exported.get_or_create(&l).clone(),
             batches: self.batches.get_or_create(&l).clone(),
             queue_depth: self.queue_depth.get_or_create(&l).clone(),
+            queue_bytes: self.queue_bytes.get_or_create(&l).clone(),
+            queue_capacity_events: self.queue_capacity.get_or_create(&l).clone(),
+            spill_bytes: self.spill_bytes.get_or_create(&l).clone(),
             failures: self.failures.clone(),
             dropped: self.dropped.clone(),
             name: name.to_string(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use event_collector_exporters::{ConfigError as ExporterConfigError, SharedExporter};
 
-use crate::config::{Config, ExporterConfig, ExporterKind};
+use crate::config::{Config, ExporterConfig, ExporterKind, Overflow};
 use crate::event::NormalizeOptions;
 use crate::filter::FilterHost;
 use crate::pipeline::{Chains, ExporterSlot, Setup};
@@ -46,10 +46,19 @@ pub fn build_exporters(config: &Config) -> anyhow::Result<Vec<ExporterSlot>> {
                 let (line, col) = crate::config::line_col(&src, e.span.start);
                 anyhow::anyhow!("{}:{line}:{col}: {err}", config.file.display())
             })?;
+            let mut common = e.common.clone();
+            if common.overflow() == Overflow::Spill {
+                // Relative paths are relative to the config file; the default
+                // is `spill/<name>` in the state directory (`[state] dir`).
+                let base = config.file.parent().unwrap_or(std::path::Path::new(""));
+                let state = config.state.dir();
+                let state = if state.is_absolute() { state } else { base.join(state) };
+                common.spill_dir = Some(common.resolved_spill_dir(&e.name, base, &state));
+            }
             Ok(ExporterSlot {
                 name: e.name.clone(),
                 exporter,
-                common: e.common.clone(),
+                common,
             })
         })
         .collect()

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use event_collector_exporters::elasticsearch::ElasticsearchConfig;
@@ -25,8 +26,21 @@ pub struct ExporterCommon {
     /// Longest a partial batch waits for more events.
     #[serde(deserialize_with = "units::de_duration")]
     pub batch_timeout: Duration,
-    /// Most events waiting for this exporter; a full queue holds back the watch.
+    /// Most events waiting in memory for this exporter; when full, `overflow` decides.
     pub queue_max_events: usize,
+    /// Most bytes (of event JSON) waiting in memory for this exporter; when full, `overflow` decides.
+    #[serde(deserialize_with = "units::de_size")]
+    pub queue_max_bytes: u64,
+    /// What a full queue does. None only before `parse_one` fills in the
+    /// type's default ([`Overflow::default_for`]).
+    pub overflow: Option<Overflow>,
+    /// Directory of the on-disk queue (`overflow = "spill"`). Relative paths
+    /// are relative to the config file's directory; `setup` fills in the
+    /// default `state/spill/<exporter name>` there.
+    pub spill_dir: Option<PathBuf>,
+    /// Most bytes the on-disk queue may hold; beyond it, a full queue blocks.
+    #[serde(deserialize_with = "units::de_size")]
+    pub spill_max_bytes: u64,
     /// First retry delay after a failed batch; doubles up to `retry_max_backoff`, with jitter.
     #[serde(deserialize_with = "units::de_duration")]
     pub retry_initial_backoff: Duration,
@@ -44,6 +58,10 @@ impl Default for ExporterCommon {
             batch_max_events: 1000,
             batch_timeout: Duration::from_millis(100),
             queue_max_events: 10_000,
+            queue_max_bytes: 64 << 20,
+            overflow: None,
+            spill_dir: None,
+            spill_max_bytes: 1 << 30,
             retry_initial_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(30),
             dead_letter: None,
@@ -55,10 +73,65 @@ const COMMON_KEYS: &[&str] = &[
     "batch_max_events",
     "batch_timeout",
     "queue_max_events",
+    "queue_max_bytes",
+    "overflow",
+    "spill_dir",
+    "spill_max_bytes",
     "retry_initial_backoff",
     "retry_max_backoff",
     "dead_letter",
 ];
+
+/// What an exporter's full queue does with the next event (`overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Wait for room: backpressure reaches the watch, and the checkpoint
+    /// (which does not move past unexported events) protects them.
+    Block,
+    /// Drop the event that does not fit (counted and logged; acknowledged, so the checkpoint moves).
+    DropNewest,
+    /// Drop the oldest queued event to make room (counted and logged; acknowledged).
+    DropOldest,
+    /// Write it to the exporter's on-disk queue (`spill_dir`); block once `spill_max_bytes` is reached.
+    Spill,
+}
+
+impl Overflow {
+    /// `spill` for the network sinks (Kafka, Elasticsearch), `block` for the local ones.
+    pub fn default_for(kind: &ExporterKind) -> Overflow {
+        match kind {
+            ExporterKind::Kafka(_) | ExporterKind::Elasticsearch(_) => Overflow::Spill,
+            ExporterKind::Volume(_) | ExporterKind::Stdout(_) => Overflow::Block,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Block => "block",
+            Overflow::DropNewest => "drop_newest",
+            Overflow::DropOldest => "drop_oldest",
+            Overflow::Spill => "spill",
+        }
+    }
+}
+
+impl ExporterCommon {
+    /// The overflow policy (after parsing, always set).
+    pub fn overflow(&self) -> Overflow {
+        self.overflow.unwrap_or(Overflow::Block)
+    }
+
+    /// The spill directory of exporter `name`: `spill_dir` if set (relative to
+    /// `base`, the config file's directory), else `<state_dir>/spill/<name>`.
+    pub fn resolved_spill_dir(&self, name: &str, base: &Path, state_dir: &Path) -> PathBuf {
+        match &self.spill_dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => base.join(dir),
+            None => state_dir.join("spill").join(name),
+        }
+    }
+}
 
 /// The type-specific part.
 #[derive(Debug, Clone)]
@@ -176,6 +249,11 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
             own.insert(k, v);
         }
     }
+    let spans: Vec<(String, Range<usize>)> = common
+        .iter()
+        .map(|(k, v)| (k.get_ref().to_string(), v.span()))
+        .collect();
+    let key_span = |k: &str| spans.iter().find(|(n, _)| n == k).map(|(_, s)| s.clone());
     let common: Option<ExporterCommon> = de_table(common, span.clone(), problems, &name);
     let kind = match ty_name.as_str() {
         "volume" => de_table(own, span.clone(), problems, &name).map(ExporterKind::Volume),
@@ -195,11 +273,44 @@ fn parse_one(mut table: DeTable<'_>, span: Range<usize>, problems: &mut Problems
             None
         }
     };
+    let (mut common, kind) = (common?, kind?);
+    let overflow = *common.overflow.get_or_insert(Overflow::default_for(&kind));
+    for (key, zero) in [
+        ("queue_max_events", common.queue_max_events == 0),
+        ("queue_max_bytes", common.queue_max_bytes == 0),
+        ("spill_max_bytes", common.spill_max_bytes == 0),
+    ] {
+        if zero {
+            problems.at(
+                key_span(key).unwrap_or(span.clone()),
+                format!("exporter `{name}`: `{key}` must be greater than zero"),
+            );
+        }
+    }
+    if overflow != Overflow::Spill {
+        for key in ["spill_dir", "spill_max_bytes"] {
+            if let Some(s) = key_span(key) {
+                problems.at(
+                    s,
+                    format!(
+                        "exporter `{name}`: `{key}` is only used with overflow = \"spill\" (overflow is \"{}\")",
+                        overflow.as_str()
+                    ),
+                );
+            }
+        }
+    }
+    if common.spill_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+        problems.at(
+            key_span("spill_dir").unwrap_or(span.clone()),
+            format!("exporter `{name}`: `spill_dir` must not be empty"),
+        );
+    }
     Some(ExporterConfig {
         name,
         span,
-        common: common?,
-        kind: kind?,
+        common,
+        kind,
     })
 }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub use exporters::{ExporterCommon, ExporterConfig, ExporterKind};
+pub use exporters::{ExporterCommon, ExporterConfig, ExporterKind, Overflow};
 pub use filters::{FilterConfig, OnDelete, OnError, WasmConfig};
 pub use pattern::{FieldMatcher, MatcherSpec, Pattern};
 pub use routes::{RouteConfig, RouteMatch};

@@ -57,7 +57,13 @@ fn good_config_loads_with_defaults() {
     assert_eq!(c.source.page_size, 500, "default");
     assert_eq!(c.exporters.len(), 2);
     assert_eq!(c.exporters[0].common.batch_max_events, 50);
-    assert_eq!(c.exporters[1].common, ExporterCommon::default());
+    assert_eq!(
+        c.exporters[1].common,
+        ExporterCommon {
+            overflow: Some(Overflow::Block),
+            ..ExporterCommon::default()
+        }
+    );
     assert!(matches!(c.exporters[0].kind, ExporterKind::Volume(_)));
     assert_eq!(c.routes.len(), 2);
     assert!(c.routes[0].continue_);
@@ -124,6 +130,64 @@ fn exporter_errors_point_into_the_exporter_table() {
         e[0].starts_with("test.toml:4:") && e[0].contains("defined twice"),
         "{e:?}"
     );
+}
+
+#[test]
+fn queue_keys_default_by_type_and_are_checked_at_their_place() {
+    let src = r#"
+[[exporters]]
+name = "es"
+type = "elasticsearch"
+url = "http://127.0.0.1:9200"
+
+[[exporters]]
+name = "files"
+type = "volume"
+path = "/tmp/x"
+queue_max_bytes = "8MiB"
+overflow = "drop_oldest"
+
+[[exporters]]
+name = "k"
+type = "stdout"
+overflow = "spill"
+spill_dir = "/var/lib/event-collector/spill/k"
+spill_max_bytes = "2GiB"
+"#;
+    let c = parse(src).expect("valid");
+    let es = &c.exporters[0].common;
+    assert_eq!(es.overflow(), Overflow::Spill, "spill is the default for elasticsearch");
+    assert_eq!(es.queue_max_bytes, 64 << 20);
+    assert_eq!(es.spill_max_bytes, 1 << 30);
+    assert_eq!(
+        es.resolved_spill_dir("es", Path::new("/etc/ec"), Path::new("/var/lib/ec")),
+        Path::new("/var/lib/ec/spill/es")
+    );
+    let files = &c.exporters[1].common;
+    assert_eq!(files.overflow(), Overflow::DropOldest);
+    assert_eq!(files.queue_max_bytes, 8 << 20);
+    let k = &c.exporters[2].common;
+    assert_eq!(
+        k.resolved_spill_dir("k", Path::new("/etc/ec"), Path::new("/var/lib/ec")),
+        Path::new("/var/lib/event-collector/spill/k")
+    );
+    assert_eq!(k.spill_max_bytes, 2 << 30);
+
+    let vol = "[[exporters]]\nname = \"a\"\ntype = \"volume\"\npath = \"/tmp/x\"\n";
+    let c = parse(vol).unwrap();
+    assert_eq!(c.exporters[0].common.overflow(), Overflow::Block, "block for volume");
+
+    let e = errors(&format!("{vol}overflow = \"later\"\n"));
+    assert!(e[0].starts_with("test.toml:5:12:"), "{e:?}");
+    assert!(e[0].contains("drop_newest"), "lists the choices: {e:?}");
+    let e = errors(&format!("{vol}queue_max_bytes = \"0B\"\n"));
+    assert!(e[0].starts_with("test.toml:5:19:"), "{e:?}");
+    assert!(e[0].contains("`queue_max_bytes` must be greater than zero"), "{e:?}");
+    let e = errors(&format!("{vol}queue_max_bytes = \"lots\"\n"));
+    assert!(e[0].starts_with("test.toml:5:19:"), "{e:?}");
+    let e = errors(&format!("{vol}spill_dir = \"/x\"\n"));
+    assert!(e[0].starts_with("test.toml:5:13:"), "{e:?}");
+    assert!(e[0].contains("only used with overflow = \"spill\""), "{e:?}");
 }
 
 #[test]

@@ -6,9 +6,10 @@
 //! source (where JSON is decoded), `process` normalizes and routes, the
 //! [`transform`] thread runs the routes' WASM filter chains and serializes each
 //! kept event once, `dispatch` registers events with the tracker and queues
-//! them, and one worker per exporter batches, exports and retries. A full
-//! exporter queue holds `dispatch` back, which holds the watch back: the
-//! checkpoint, not memory, absorbs a slow sink. `tracker` turns exporter
+//! them, and one worker per exporter batches, exports and retries.
+//! Each exporter's queue (`queue`) is bounded in events and bytes; when it is
+//! full, the exporter's `overflow` policy decides: hold `dispatch` (and so the
+//! watch) back, drop, or spill to disk. `tracker` turns exporter
 //! acknowledgements into the checkpoint.
 
 use std::pin::pin;
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckTracker, Checkpoint, Pending};
-use crate::config::{ExporterCommon, StartupPolicy};
+use crate::config::{ExporterCommon, Overflow, StartupPolicy};
 use crate::event::{Event, NormalizeOptions, normalize};
 use crate::filter::FilterHost;
 use crate::metrics::{ExporterMetrics, Metrics};
@@ -36,6 +37,9 @@ pub mod transform;
 
 pub use transform::Chains;
 use transform::{DispatchBatch, Routed, RoutedBatch, Transform, TransformStats};
+pub mod queue;
+
+use queue::{QueueConfig, QueueRx, QueueTx, Queued, Taken};
 
 /// One exporter with its pipeline settings.
 #[derive(Clone)]
@@ -80,12 +84,10 @@ pub struct Summary {
     pub unacknowledged: usize,
 }
 
-enum AckMsg {
+pub(crate) enum AckMsg {
     Register(Vec<(u64, Pending)>),
     Acked(Vec<u64>),
 }
-
-type Queued = (u64, Arc<Record>);
 
 /// Batches in flight between stages.
 const STAGE_DEPTH: usize = 4;
@@ -111,9 +113,13 @@ where
     let mut queues = Vec::new();
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     for slot in &setup.exporters {
-        let (tx, rx) = mpsc::channel::<Queued>(slot.common.queue_max_events.max(1));
         let m = metrics.exporter(&slot.name);
-        queues.push((tx, m.clone()));
+        let (tx, rx) = queue::queue(
+            QueueConfig::from_common(&slot.name, &slot.common),
+            ack_tx.clone(),
+            m.clone(),
+        );
+        queues.push(tx);
         let dead_letter = slot
             .common
             .dead_letter
@@ -428,7 +434,7 @@ fn spawn_transform(
 /// Registers each batch with the tracker, then puts its records on the exporter queues.
 async fn dispatch(
     mut rx: mpsc::Receiver<DispatchBatch>,
-    queues: Vec<(mpsc::Sender<Queued>, ExporterMetrics)>,
+    queues: Vec<QueueTx>,
     ack_tx: mpsc::UnboundedSender<AckMsg>,
     shutdown: CancellationToken,
 ) {
@@ -438,62 +444,72 @@ async fn dispatch(
             break;
         }
         for (target, queued) in sends {
-            let (tx, m) = &queues[target];
-            m.queue_depth.inc();
             tokio::select! {
                 biased;
-                sent = tx.send(queued) => if sent.is_err() { m.queue_depth.dec(); },
+                // A closed queue (its worker gave up) leaves the event unacknowledged.
+                _ = queues[target].send(queued) => {}
                 // On shutdown with a full queue, stop: what is not queued stays unacknowledged.
-                _ = shutdown.cancelled() => { m.queue_depth.dec(); break 'outer; }
+                _ = shutdown.cancelled() => break 'outer,
             }
         }
     }
 }
 
-/// Batches, exports and retries for one exporter.
+/// Batches, exports and retries for one exporter: events from its memory
+/// queue are acknowledged once delivered; records read back from its spill
+/// queue (acknowledged when spilled) are removed from disk once delivered.
 async fn worker(
     slot: ExporterSlot,
     dead_letter: Option<(ExporterSlot, ExporterMetrics)>,
-    mut rx: mpsc::Receiver<Queued>,
+    rx: QueueRx,
     ack_tx: mpsc::UnboundedSender<AckMsg>,
     m: ExporterMetrics,
     shutdown: CancellationToken,
     drain_timeout: Duration,
 ) {
     let max = slot.common.batch_max_events.max(1);
-    let mut queued: Vec<Queued> = Vec::with_capacity(max);
     let mut batch: Vec<Arc<Record>> = Vec::with_capacity(max);
     let mut seqs: Vec<u64> = Vec::with_capacity(max);
-    loop {
-        if rx.recv_many(&mut queued, max).await == 0 {
-            break;
-        }
-        let deadline = Instant::now() + slot.common.batch_timeout;
-        while queued.len() < max {
-            let room = max - queued.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut queued, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        m.queue_depth.dec_by(queued.len() as i64);
-        batch.clear();
-        seqs.clear();
-        for (seq, rec) in queued.drain(..) {
-            seqs.push(seq);
-            batch.push(rec);
-        }
+    while let Some(taken) = rx.next(max, slot.common.batch_timeout).await {
         let retry = Retry {
             shutdown: &shutdown,
             drain_timeout,
         };
-        if !export_with_retry(&slot, &batch, &m, dead_letter.as_ref(), &retry).await {
-            return;
-        }
-        if ack_tx.send(AckMsg::Acked(seqs.clone())).is_err() {
-            return;
+        match taken {
+            Taken::Mem(queued) => {
+                batch.clear();
+                seqs.clear();
+                for (seq, rec) in queued {
+                    seqs.push(seq);
+                    batch.push(rec);
+                }
+                match export_with_retry(&slot, &batch, &m, dead_letter.as_ref(), &retry, Some(&rx)).await {
+                    Outcome::Done | Outcome::Spilled => {}
+                    Outcome::GaveUp => return,
+                }
+                if ack_tx.send(AckMsg::Acked(seqs.clone())).is_err() {
+                    return;
+                }
+            }
+            Taken::Spill(spilled) => {
+                match export_with_retry(&slot, &spilled.records, &m, dead_letter.as_ref(), &retry, None).await {
+                    Outcome::Done | Outcome::Spilled => rx.ack_spill(spilled).await,
+                    Outcome::GaveUp => return,
+                }
+            }
         }
     }
+}
+
+/// How `export_with_retry` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Every record delivered or dead-lettered.
+    Done,
+    /// Shutdown's drain time ran out: the batch stays unacknowledged.
+    GaveUp,
+    /// The sink kept failing and the rest of the batch moved to the spill queue (acknowledged).
+    Spilled,
 }
 
 /// When to stop retrying.
@@ -524,15 +540,17 @@ impl Retry<'_> {
 
 /// Exports one batch until every record is delivered or dead-lettered.
 /// Records the sink reports as delivered are not sent again; records it
-/// refuses for good go to the dead-letter exporter. Returns false if it gave
-/// up because shutdown's drain time ran out (the batch stays unacknowledged).
+/// refuses for good go to the dead-letter exporter. With `spill_to` (a batch
+/// from memory, `overflow = "spill"`), a sink that failed `EVACUATE_AFTER`
+/// attempts makes the rest of the batch and the memory queue move to disk.
 async fn export_with_retry(
     slot: &ExporterSlot,
     batch: &[Arc<Record>],
     m: &ExporterMetrics,
     dead_letter: Option<&(ExporterSlot, ExporterMetrics)>,
     retry: &Retry<'_>,
-) -> bool {
+    spill_to: Option<&QueueRx>,
+) -> Outcome {
     let mut remaining: Vec<Arc<Record>> = batch.to_vec();
     let mut backoff = slot.common.retry_initial_backoff;
     let mut attempt: u32 = 0;
@@ -546,7 +564,7 @@ async fn export_with_retry(
                 }
                 m.exported.inc_by(remaining.len() as u64);
                 m.batches.inc();
-                return true;
+                return Outcome::Done;
             }
             Err(e) => e,
         };
@@ -573,7 +591,7 @@ async fn export_with_retry(
             }
         }
         if !rejected.is_empty() && !send_to_dead_letter(slot, e.reason, rejected, m, dead_letter, retry).await {
-            return false;
+            return Outcome::GaveUp;
         }
         let mut i = 0;
         remaining.retain(|_| {
@@ -582,7 +600,7 @@ async fn export_with_retry(
         });
         if remaining.is_empty() {
             m.batches.inc();
-            return true;
+            return Outcome::Done;
         }
         m.failed(e.reason, remaining.len() as u64);
         if attempt.is_power_of_two() {
@@ -591,8 +609,14 @@ async fn export_with_retry(
                 retry_in = ?backoff, "export failed; retrying"
             );
         }
+        if let Some(q) = spill_to.filter(|q| q.overflow() == Overflow::Spill && !retry.shutdown.is_cancelled())
+            && (attempt == queue::EVACUATE_AFTER || (attempt > queue::EVACUATE_AFTER && attempt.is_multiple_of(16)))
+            && q.evacuate(&remaining).await
+        {
+            return Outcome::Spilled;
+        }
         if !retry.sleep(backoff, &mut give_up_at).await {
-            return false;
+            return Outcome::GaveUp;
         }
         backoff = (backoff * 2).min(slot.common.retry_max_backoff);
     }

@@ -396,3 +396,389 @@ async fn permanent_failure_without_dead_letter_is_counted_and_acknowledged() {
         "{text}"
     );
 }
+
+// ---- queues and overflow policies ----------------------------------------------------
+
+/// Fails every call while `down`; when up, refuses (for good) any record whose uid is `refuse`.
+struct Flaky {
+    inner: Fake,
+    down: std::sync::atomic::AtomicBool,
+    refuse: Option<String>,
+}
+
+#[async_trait]
+impl Exporter for Flaky {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+    async fn export(&self, batch: &Batch) -> Result<(), ExportError> {
+        self.inner.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ExportError::transient("io", "sink down"));
+        }
+        let bad = batch.iter().position(|r| Some(&r.fields.uid) == self.refuse.as_ref());
+        let mut got = self.inner.got.lock().unwrap();
+        let mut delivered = Vec::new();
+        for (i, r) in batch.iter().enumerate() {
+            if Some(i) != bad {
+                got.push(serde_json::from_slice(&r.json).unwrap());
+                delivered.push(i);
+            }
+        }
+        match bad {
+            None => Ok(()),
+            Some(i) => Err(ExportError::transient("bulk_partial", "one refused")
+                .with_delivered(delivered)
+                .with_rejected(vec![(i, "mapper_parsing_exception".into())])),
+        }
+    }
+}
+
+fn flaky(name: &str, down: bool, refuse: Option<&str>) -> Arc<Flaky> {
+    Arc::new(Flaky {
+        inner: Fake {
+            name: name.into(),
+            ..Default::default()
+        },
+        down: std::sync::atomic::AtomicBool::new(down),
+        refuse: refuse.map(str::to_string),
+    })
+}
+
+/// Exporter "q" with the given queue keys, "all" (healthy, big queue), "dlq"; every event goes to "q" and "all".
+fn queue_setup(q_keys: &str, q: Arc<dyn Exporter>, all: Arc<Fake>, dlq: Arc<Fake>) -> Setup {
+    let config = format!(
+        r#"
+[[exporters]]
+name = "q"
+type = "stdout"
+batch_max_events = 4
+batch_timeout = "1ms"
+retry_initial_backoff = "2ms"
+retry_max_backoff = "10ms"
+dead_letter = "dlq"
+{q_keys}
+
+[[exporters]]
+name = "all"
+type = "stdout"
+batch_timeout = "1ms"
+
+[[exporters]]
+name = "dlq"
+type = "stdout"
+batch_timeout = "1ms"
+
+[[routes]]
+name = "both"
+default = true
+exporters = ["q", "all"]
+"#
+    );
+    let cfg = Config::parse(&config, Path::new("/nonexistent/t.toml")).unwrap();
+    let mut s = setup::pipeline_setup(&cfg, "c1", Duration::from_secs(2), None).unwrap();
+    s.exporters[0].exporter = q;
+    s.exporters[1].exporter = all;
+    s.exporters[2].exporter = dlq;
+    s
+}
+
+fn events(from: usize, n: usize) -> Vec<SourceItem> {
+    (from..from + n)
+        .map(|i| item(&format!("e{i}"), &format!("{i}"), "Normal", "a"))
+        .collect()
+}
+
+fn names(from: usize, n: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("e{i}")).collect()
+}
+
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Runs 50 events with "q" down until "all" has them all, then brings "q" up.
+async fn run_with_outage(q_keys: &str, refuse: Option<&str>) -> (Arc<Flaky>, Arc<Fake>, Summary, String) {
+    let (q, all, dlq) = (flaky("q", true, refuse), fake("all", 0), fake("dlq", 0));
+    let setup = queue_setup(q_keys, q.clone(), all.clone(), dlq.clone());
+    let metrics = Arc::new(Metrics::new());
+    let (tx, _rx) = watch::channel(Checkpoint::default());
+    let q2 = q.clone();
+    let all2 = all.clone();
+    let recover = tokio::spawn(async move {
+        until(|| uids(&all2).len() == 50).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q2.down.store(false, Ordering::SeqCst);
+    });
+    let summary = run(
+        futures::stream::iter(events(0, 50)),
+        setup,
+        metrics.clone(),
+        CancellationToken::new(),
+        tx,
+    )
+    .await;
+    recover.await.unwrap();
+    assert_eq!(uids(&all), names(0, 50), "the healthy exporter got everything");
+    (q, dlq, summary, metrics.encode())
+}
+
+#[tokio::test]
+async fn block_holds_every_exporter_back_until_the_slow_one_recovers() {
+    let (q, all, dlq) = (flaky("q", true, None), fake("all", 0), fake("dlq", 0));
+    let setup = queue_setup(
+        "queue_max_events = 3\noverflow = \"block\"",
+        q.clone(),
+        all.clone(),
+        dlq,
+    );
+    let (tx, rx) = watch::channel(Checkpoint::default());
+    let handle = tokio::spawn(run(
+        futures::stream::iter(events(0, 50)),
+        setup,
+        Arc::new(Metrics::new()),
+        CancellationToken::new(),
+        tx,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stalled = uids(&all).len();
+    assert!(stalled < 50, "backpressure reached the source: {stalled} delivered");
+    assert!(rx.borrow().streams.is_empty(), "nothing acknowledged by q yet");
+    q.down.store(false, Ordering::SeqCst);
+    let summary = handle.await.unwrap();
+    assert_eq!(uids(&q.inner), names(0, 50));
+    assert_eq!(uids(&all), names(0, 50));
+    assert_eq!(summary.unacknowledged, 0);
+    assert_eq!(summary.checkpoint.streams, vec![Some("49".to_string())]);
+}
+
+#[tokio::test]
+async fn drop_newest_keeps_the_oldest_counts_the_rest_and_moves_the_checkpoint() {
+    let (q, _, summary, text) = run_with_outage("queue_max_events = 5\noverflow = \"drop_newest\"", None).await;
+    let got = uids(&q.inner);
+    let dropped = metric(
+        &text,
+        r#"event_collector_exporter_dropped_total{exporter="q",reason="queue_full"}"#,
+    );
+    assert!(dropped > 0, "{text}");
+    assert_eq!(got.len() as u64 + dropped, 50);
+    assert_eq!(got, names(0, got.len()), "the oldest events are kept, in order");
+    assert!(
+        got.len() >= 5 && got.len() <= 9,
+        "one batch in flight plus the queue: {got:?}"
+    );
+    assert_eq!(summary.unacknowledged, 0, "dropped events count as acknowledged");
+    assert_eq!(summary.checkpoint.streams, vec![Some("49".to_string())]);
+}
+
+#[tokio::test]
+async fn drop_oldest_keeps_the_newest() {
+    let (q, _, summary, text) = run_with_outage("queue_max_events = 5\noverflow = \"drop_oldest\"", None).await;
+    let got = uids(&q.inner);
+    let dropped = metric(
+        &text,
+        r#"event_collector_exporter_dropped_total{exporter="q",reason="queue_full"}"#,
+    );
+    assert!(dropped > 0);
+    assert_eq!(got.len() as u64 + dropped, 50);
+    assert_eq!(got[got.len() - 5..], names(45, 5), "the five newest are kept: {got:?}");
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|u| u[1..].parse::<u32>().unwrap());
+    assert_eq!(got, sorted, "in order");
+    assert_eq!(summary.unacknowledged, 0);
+    assert_eq!(summary.checkpoint.streams, vec![Some("49".to_string())]);
+}
+
+#[tokio::test]
+async fn queue_max_bytes_bounds_the_queue_too() {
+    // Each record is a few hundred bytes: 1 KiB holds about three.
+    let (q, _, _, text) = run_with_outage(
+        "queue_max_events = 1000\nqueue_max_bytes = \"1KiB\"\noverflow = \"drop_newest\"",
+        None,
+    )
+    .await;
+    let got = uids(&q.inner).len() as u64;
+    assert!(got < 12, "bounded by bytes, not by the 1000 events: {got}");
+    assert_eq!(
+        got + metric(
+            &text,
+            r#"event_collector_exporter_dropped_total{exporter="q",reason="queue_full"}"#
+        ),
+        50
+    );
+    assert!(text.contains(r#"event_collector_exporter_queue_capacity_events{exporter="q"} 1000"#));
+}
+
+fn spill_keys(dir: &Path, extra: &str) -> String {
+    format!(
+        "queue_max_events = 5\noverflow = \"spill\"\nspill_dir = \"{}\"\n{extra}",
+        dir.display()
+    )
+}
+
+#[tokio::test]
+async fn spill_moves_the_checkpoint_while_the_sink_is_down_and_delivers_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, all, dlq) = (flaky("q", true, None), fake("all", 0), fake("dlq", 0));
+    let setup = queue_setup(&spill_keys(dir.path(), ""), q.clone(), all.clone(), dlq);
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = watch::channel(Checkpoint::default());
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run(
+        futures::stream::iter(events(0, 50)).chain(futures::stream::pending()),
+        setup,
+        metrics.clone(),
+        shutdown.clone(),
+        tx,
+    ));
+    // Everything is acknowledged (spilled) while q is still down.
+    until(|| rx.borrow().streams == vec![Some("49".to_string())]).await;
+    assert!(uids(&q.inner).is_empty());
+    let text = metrics.encode();
+    assert_eq!(
+        metric(&text, r#"event_collector_exporter_queue_depth{exporter="q"}"#),
+        50,
+        "{text}"
+    );
+    assert!(metric(&text, r#"event_collector_exporter_spill_bytes{exporter="q"}"#) > 0);
+    q.down.store(false, Ordering::SeqCst);
+    until(|| uids(&q.inner).len() >= 50).await;
+    // New events after the recovery come after the spilled ones.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    shutdown.cancel();
+    let summary = handle.await.unwrap();
+    assert_eq!(uids(&q.inner), names(0, 50), "in order, exactly once");
+    assert_eq!(summary.unacknowledged, 0);
+    let text = metrics.encode();
+    assert_eq!(
+        metric(&text, r#"event_collector_exporter_spill_bytes{exporter="q"}"#),
+        0
+    );
+    assert_eq!(
+        metric(&text, r#"event_collector_exporter_queue_depth{exporter="q"}"#),
+        0
+    );
+    let segs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .count();
+    assert_eq!(segs, 0, "delivered segments are deleted");
+}
+
+#[tokio::test]
+async fn spilled_events_survive_a_restart_and_go_before_newer_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, all, dlq) = (flaky("q", true, None), fake("all", 0), fake("dlq", 0));
+        let setup = queue_setup(&spill_keys(dir.path(), ""), q.clone(), all, dlq);
+        let (tx, rx) = watch::channel(Checkpoint::default());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run(
+            futures::stream::iter(events(0, 30)).chain(futures::stream::pending()),
+            setup,
+            Arc::new(Metrics::new()),
+            shutdown.clone(),
+            tx,
+        ));
+        until(|| rx.borrow().streams == vec![Some("29".to_string())]).await;
+        shutdown.cancel();
+        let summary = handle.await.unwrap();
+        assert_eq!(summary.unacknowledged, 0, "all 30 are on disk");
+        assert!(uids(&q.inner).is_empty());
+    }
+    // The next start: the sink is up, new events arrive at once.
+    let (q, all, dlq) = (flaky("q", false, None), fake("all", 0), fake("dlq", 0));
+    let setup = queue_setup(&spill_keys(dir.path(), ""), q.clone(), all, dlq);
+    let (tx, _rx) = watch::channel(Checkpoint::default());
+    let summary = run(
+        futures::stream::iter(events(30, 10)),
+        setup,
+        Arc::new(Metrics::new()),
+        CancellationToken::new(),
+        tx,
+    )
+    .await;
+    assert_eq!(
+        uids(&q.inner),
+        names(0, 40),
+        "old spilled ones first, then the new ones"
+    );
+    assert_eq!(summary.unacknowledged, 0);
+}
+
+#[tokio::test]
+async fn a_full_spill_falls_back_to_block() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room on disk for about one write of four records.
+    let (q, all, dlq) = (flaky("q", true, None), fake("all", 0), fake("dlq", 0));
+    let setup = queue_setup(
+        &spill_keys(dir.path(), "spill_max_bytes = 2000"),
+        q.clone(),
+        all.clone(),
+        dlq,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = watch::channel(Checkpoint::default());
+    let handle = tokio::spawn(run(
+        futures::stream::iter(events(0, 50)),
+        setup,
+        metrics.clone(),
+        CancellationToken::new(),
+        tx,
+    ));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(uids(&all).len() < 50, "blocked: the source is held back");
+    assert_ne!(rx.borrow().streams, vec![Some("49".to_string())]);
+    let text = metrics.encode();
+    // The cap lets an empty spill take one write of any size (here: a batch and the memory queue).
+    let depth = metric(&text, r#"event_collector_exporter_queue_depth{exporter="q"}"#);
+    assert!(depth < 30, "bounded: {depth}");
+    assert!(!text.contains("queue_full"), "nothing dropped: {text}");
+    q.down.store(false, Ordering::SeqCst);
+    let summary = handle.await.unwrap();
+    assert_eq!(uids(&q.inner), names(0, 50));
+    assert_eq!(uids(&all), names(0, 50));
+    assert_eq!(summary.checkpoint.streams, vec![Some("49".to_string())]);
+}
+
+#[tokio::test]
+async fn records_read_back_from_the_spill_still_go_to_the_dead_letter_exporter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, all, dlq) = (flaky("q", true, Some("e7")), fake("all", 0), fake("dlq", 0));
+    let setup = queue_setup(&spill_keys(dir.path(), ""), q.clone(), all.clone(), dlq.clone());
+    let (tx, rx) = watch::channel(Checkpoint::default());
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run(
+        futures::stream::iter(events(0, 20)).chain(futures::stream::pending()),
+        setup,
+        Arc::new(Metrics::new()),
+        shutdown.clone(),
+        tx,
+    ));
+    until(|| rx.borrow().streams == vec![Some("19".to_string())]).await;
+    q.down.store(false, Ordering::SeqCst);
+    until(|| uids(&q.inner).len() >= 19 && !dlq.got.lock().unwrap().is_empty()).await;
+    shutdown.cancel();
+    handle.await.unwrap();
+    let mut want = names(0, 20);
+    want.retain(|u| u != "e7");
+    assert_eq!(uids(&q.inner), want);
+    let dl = dlq.got.lock().unwrap().clone();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0]["event"]["uid"], "e7");
+    assert_eq!(dl[0]["dead_letter"]["exporter"], "q");
+}
