@@ -9,9 +9,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ack::Checkpoint;
 use crate::config::Config;
+use crate::health::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::source::client::{ClientOptions, cluster_id, connect};
-use crate::{pipeline, setup, source};
+use crate::{http, pipeline, setup, source};
+
+/// How often exporter health and the checkpoint age are looked at.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Options from the command line.
 #[derive(Debug, Clone)]
@@ -28,6 +32,24 @@ pub struct RunOptions {
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let config = Config::load(&opts.config)?;
     tracing::info!(config = %opts.config.display(), "config loaded");
+    let metrics = Arc::new(Metrics::with_config(&config.metrics));
+    let specs = source::watch_specs(&config.source);
+    let readiness = Arc::new(Readiness::new(
+        specs.iter().map(ToString::to_string).collect(),
+        config.exporters.iter().map(|e| e.name.clone()).collect(),
+        metrics.ready.clone(),
+    ));
+    // Stops the HTTP endpoint and the health tasks once the pipeline has drained.
+    let ops_stop = CancellationToken::new();
+    let _ops_guard = ops_stop.clone().drop_guard();
+    if config.http.enabled {
+        let listener = http::bind(config.http.address()).await?;
+        let state = http::State {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        };
+        tokio::spawn(http::serve(listener, state, ops_stop.clone()));
+    }
     let client = connect(&opts.client, opts.connect_timeout).await?;
     let cluster = match &config.cluster {
         Some(c) => c.clone(),
@@ -35,13 +57,32 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     tracing::info!(%cluster, "cluster name");
     let setup = setup::pipeline_setup(&config, &cluster, opts.drain_timeout)?;
-    let metrics = Arc::new(Metrics::new());
-    let specs = source::watch_specs(&config.source);
     let stream = source::watch(client, &config.source, &specs, metrics.clone());
+    let stream = health::track_watches(stream, readiness.clone());
+    let exporters = setup.exporters.iter().map(|s| s.exporter.clone()).collect();
+    tokio::spawn(health::poll_exporters(
+        readiness.clone(),
+        exporters,
+        HEALTH_INTERVAL,
+        ops_stop.clone(),
+    ));
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn({
+        let (shutdown, readiness) = (shutdown.clone(), readiness.clone());
+        async move {
+            shutdown.cancelled().await;
+            readiness.stopping();
+        }
+    });
     let (cp_tx, _cp_rx) = watch::channel(Checkpoint::default());
+    tokio::spawn(health::checkpoint_age(
+        cp_tx.subscribe(),
+        metrics.clone(),
+        HEALTH_INTERVAL,
+        ops_stop.clone(),
+    ));
     let summary = pipeline::run(stream, setup, metrics, shutdown, cp_tx).await;
     tracing::info!(
         routed = summary.routed,

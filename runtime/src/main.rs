@@ -112,9 +112,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     event_collector_exporters::units::parse_duration(s)
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logging: RUST_LOG wins when set, else the config's `[log] level`, else info.
+fn init_logging(format: LogFormat, config_path: &std::path::Path) {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let configured = config::ops::peek_log_level(config_path);
+    let level = config::ops::effective_log_level(rust_log.as_deref(), configured.as_deref());
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -127,8 +131,8 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
+    init_logging(cli.log_format, &config_path);
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => {
             let path = file.unwrap_or(config_path);

@@ -355,7 +355,11 @@ async fn collector_indexes_each_event_once(kind: Kind) {
     } else {
         // osmem's flat_object indexes only one of two keys where one is a dotted prefix of the other, and which one
         // varies between runs (seen in CI). Real OpenSearch indexes both; here at least one must be found.
-        assert_eq!(by_app.max(by_name), 1, "labels.app={by_app} labels.app.kubernetes.io/name={by_name}");
+        assert_eq!(
+            by_app.max(by_name),
+            1,
+            "labels.app={by_app} labels.app.kubernetes.io/name={by_name}"
+        );
     }
     for uid in &uids {
         let hits = es.search(&index, json!({"term": {"uid": uid}})).await;

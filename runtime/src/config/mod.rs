@@ -7,6 +7,7 @@
 
 pub mod exporters;
 pub mod filters;
+pub mod ops;
 pub mod pattern;
 pub mod routes;
 pub mod source;
@@ -21,6 +22,7 @@ use toml::de::{DeTable, DeValue};
 
 pub use exporters::{ExporterCommon, ExporterConfig, ExporterKind};
 pub use filters::{FilterConfig, OnDelete, OnError, WasmConfig};
+pub use ops::{HttpConfig, LogConfig, MetricsConfig};
 pub use pattern::{FieldMatcher, MatcherSpec, Pattern};
 pub use routes::{RouteConfig, RouteMatch};
 pub use source::{SourceConfig, StartupPolicy, WatchApi};
@@ -42,6 +44,12 @@ pub struct Config {
     pub filters: Vec<FilterConfig>,
     /// `[wasm]`: engine settings shared by every filter.
     pub wasm: WasmConfig,
+    /// `[http]`: the /metrics, /healthz and /readyz endpoint.
+    pub http: HttpConfig,
+    /// `[metrics]`: the per-event `kubernetes_events` counter.
+    pub metrics: MetricsConfig,
+    /// `[log]`: the log level.
+    pub log: LogConfig,
 }
 
 /// One problem in a config file, with its place.
@@ -138,6 +146,12 @@ struct TopLevel {
     source: Option<Spanned<SourceConfig>>,
     #[serde(default)]
     routes: Vec<RouteConfig>,
+    #[serde(default)]
+    http: HttpConfig,
+    #[serde(default)]
+    metrics: Option<Spanned<MetricsConfig>>,
+    #[serde(default)]
+    log: LogConfig,
 }
 
 impl Config {
@@ -191,6 +205,10 @@ impl Config {
             }
             None => SourceConfig::default(),
         };
+        let metrics = top
+            .metrics
+            .unwrap_or_else(|| Spanned::new(0..0, MetricsConfig::default()));
+        ops::validate(&top.http, &metrics, &top.log, &mut problems);
         let mut routes = top.routes;
         routes::validate(&mut routes, &exporters, &filters, &mut problems);
         let config = Config {
@@ -201,6 +219,9 @@ impl Config {
             routes,
             filters,
             wasm,
+            http: top.http,
+            metrics: metrics.into_inner(),
+            log: top.log,
         };
         problems.into_result(file, config)
     }

@@ -268,6 +268,7 @@ impl Process<'_> {
         }
         if !self.targets.is_empty() {
             self.summary.routed += 1;
+            self.metrics.kubernetes_event(&event);
             let record = Arc::new(to_record(&event));
             for &t in &self.targets {
                 sends.push((t, (seq, record.clone())));
@@ -385,6 +386,7 @@ async fn worker(
         if !export_with_retry(&slot, &batch, &m, dead_letter.as_ref(), &retry).await {
             return;
         }
+        m.observe_lag(&batch);
         if ack_tx.send(AckMsg::Acked(seqs.clone())).is_err() {
             return;
         }
