@@ -16,6 +16,7 @@ pub mod event;
 pub mod event_metrics;
 pub mod explain;
 pub mod filter;
+pub mod generate;
 pub mod health;
 pub mod http;
 pub mod metrics;
