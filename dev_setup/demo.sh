@@ -57,6 +57,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+set -E
+trap 'say "failed at line $LINENO: $BASH_COMMAND"' ERR
 
 # --- 2. the cluster ----------------------------------------------------------------
 cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/ec-demo.XXXXXX")"
@@ -67,7 +69,8 @@ env_file="$(bash "$here/cluster-up.sh" "$cluster_dir")"
 
 # --- 3. the collector --------------------------------------------------------------
 mkdir -p events
-count_events() { cat events/*.jsonl 2>/dev/null | wc -l; }
+# Lines in the current (uncompressed) files; ./events/ may hold earlier runs too.
+count_events() { find events -maxdepth 1 -name '*.jsonl' -exec cat {} + | wc -l; }
 before="$(count_events)"
 log_file="$cluster_dir/collector.log"
 say "starting event-collector (config event-collector.toml, log $log_file)"
@@ -84,7 +87,7 @@ fi
 kubectl --kubeconfig "$ADMIN_KUBECONFIG" create namespace demo >/dev/null
 total=0
 for s in image-pull-failure crash-loop failed-scheduling failed-mount normal-rollout; do
-  out="$("$bin" generate --kubeconfig "$ADMIN_KUBECONFIG" -n demo --scenario "$s" --rate 20)"
+  out="$(RUST_LOG=warn "$bin" generate --kubeconfig "$ADMIN_KUBECONFIG" -n demo --scenario "$s" --rate 20)"
   say "$s: $out"
   n="$(printf '%s' "$out" | sed -n 's/^created \([0-9]*\) core\/v1 and \([0-9]*\) .*/\1 \2/p')"
   for x in $n; do total=$((total + x)); done

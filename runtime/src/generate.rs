@@ -113,7 +113,7 @@ pub enum GenerateError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("writing {path}: {source}")]
     Write {
@@ -443,6 +443,7 @@ impl Builder {
         ObjectReference {
             api_version: Some(step.api_version.into()),
             kind: Some(step.kind.clone()),
+            // The API server wants it equal to the event's namespace (even for a Node).
             namespace: Some(self.namespace.clone()),
             name: Some(step.object.clone()),
             uid: Some(self.object_uid(&step.object, rng)),
@@ -502,7 +503,7 @@ impl Builder {
         // Recorded streams show what the API server serves for an event a
         // client-go recorder wrote: the legacy fields under their deprecated
         // names. (Creating through events.k8s.io/v1 requires them unset.)
-        let legacy = with_uid.then(|| Time(t));
+        let legacy = with_uid.then_some(Time(t));
         V1Event {
             metadata,
             event_time: Some(MicroTime(t)),
@@ -570,7 +571,7 @@ pub async fn to_cluster(client: kube::Client, opts: &GenOptions) -> Result<Gener
                     api: "core/v1",
                     namespace: opts.namespace.clone(),
                     name,
-                    source,
+                    source: Box::new(source),
                 })?;
             done.core += 1;
         }
@@ -584,7 +585,7 @@ pub async fn to_cluster(client: kube::Client, opts: &GenOptions) -> Result<Gener
                 api: "events.k8s.io/v1",
                 namespace: opts.namespace.clone(),
                 name,
-                source,
+                source: Box::new(source),
             })?;
             done.v1 += 1;
         }

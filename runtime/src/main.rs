@@ -141,7 +141,9 @@ enum ScenarioArg {
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum TypeArg {
+    #[value(name = "Normal", alias = "normal")]
     Normal,
+    #[value(name = "Warning", alias = "warning")]
     Warning,
 }
 
