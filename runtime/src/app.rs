@@ -43,12 +43,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let ops_stop = CancellationToken::new();
     let _ops_guard = ops_stop.clone().drop_guard();
     if config.http.enabled {
-        let listener = http::bind(config.http.address()).await?;
-        let state = http::State {
-            metrics: metrics.clone(),
-            readiness: readiness.clone(),
-        };
-        tokio::spawn(http::serve(listener, state, ops_stop.clone()));
+        // A taken port must not stop the collection itself: log it loudly and
+        // run on without the endpoint (a liveness probe then surfaces it).
+        match http::bind(config.http.address()).await {
+            Ok(listener) => {
+                let state = http::State {
+                    metrics: metrics.clone(),
+                    readiness: readiness.clone(),
+                };
+                tokio::spawn(http::serve(listener, state, ops_stop.clone()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no /metrics, /healthz or /readyz: set [http] address or enabled = false")
+            }
+        }
     }
     let client = connect(&opts.client, opts.connect_timeout).await?;
     let cluster = match &config.cluster {
