@@ -16,12 +16,16 @@ use crate::config::state::pod_namespace;
 use crate::config::{CheckpointStore, Config};
 use crate::filter::FilterHost;
 use crate::ha::{self, Elector};
+use crate::health::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::source::client::{ClientOptions, cluster_id, connect};
 use crate::state::seen::SeenSet;
 use crate::state::store::{Store, StoreError};
 use crate::state::writer::StateWriter;
-use crate::{pipeline, setup, source, state};
+use crate::{http, pipeline, setup, source, state};
+
+/// How often exporter health and the checkpoint age are looked at.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Options from the command line.
 #[derive(Debug, Clone)]
@@ -40,6 +44,32 @@ pub struct RunOptions {
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let config = Config::load(&opts.config)?;
     tracing::info!(config = %opts.config.display(), "config loaded");
+    let metrics = Arc::new(Metrics::with_config(&config.metrics));
+    let specs = source::watch_specs(&config.source);
+    let readiness = Arc::new(Readiness::new(
+        specs.iter().map(ToString::to_string).collect(),
+        config.exporters.iter().map(|e| e.name.clone()).collect(),
+        metrics.ready.clone(),
+    ));
+    // Stops the HTTP endpoint and the health tasks once the pipeline has drained.
+    let ops_stop = CancellationToken::new();
+    let _ops_guard = ops_stop.clone().drop_guard();
+    if config.http.enabled {
+        // A taken port must not stop the collection itself: log it loudly and
+        // run on without the endpoint (a liveness probe then surfaces it).
+        match http::bind(config.http.address()).await {
+            Ok(listener) => {
+                let state = http::State {
+                    metrics: metrics.clone(),
+                    readiness: readiness.clone(),
+                };
+                tokio::spawn(http::serve(listener, state, ops_stop.clone()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no /metrics, /healthz or /readyz: set [http] address or enabled = false")
+            }
+        }
+    }
     let client = match &opts.replay {
         Some(_) => None,
         None => Some(connect(&opts.client, opts.connect_timeout).await?),
@@ -50,7 +80,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         (None, None) => "replay".to_string(),
     };
     tracing::info!(%cluster, "cluster name");
-    let metrics = Arc::new(Metrics::new());
     let filters = if setup::needs_filters(&config) {
         let (filters, wasm, m) = (config.filters.clone(), config.wasm.clone(), metrics.clone());
         let host = tokio::task::spawn_blocking(move || FilterHost::new(&filters, &wasm, m)).await??;
@@ -60,10 +89,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         None
     };
     let mut setup = setup::pipeline_setup(&config, &cluster, opts.drain_timeout, filters)?;
-    let specs = source::watch_specs(&config.source);
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn({
+        let (shutdown, readiness) = (shutdown.clone(), readiness.clone());
+        async move {
+            shutdown.cancelled().await;
+            readiness.stopping();
+        }
+    });
     let client = match (client, &opts.replay) {
         (Some(c), _) => c,
         (None, Some(file)) => return replay(file, &config, setup, metrics, shutdown).await,
@@ -116,7 +151,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (writer, start) = open_state(&config, &client, &cluster, &specs, metrics.clone()).await?;
     setup.seen = start.seen.clone();
     let stream = source::watch(client, &config.source, &specs, start, metrics.clone());
+    let stream = health::track_watches(stream, readiness.clone());
+    let exporters = setup.exporters.iter().map(|s| s.exporter.clone()).collect();
+    tokio::spawn(health::poll_exporters(
+        readiness.clone(),
+        exporters,
+        HEALTH_INTERVAL,
+        ops_stop.clone(),
+    ));
     let (cp_tx, cp_rx) = watch::channel(Checkpoint::default());
+    tokio::spawn(health::checkpoint_age(
+        cp_tx.subscribe(),
+        metrics.clone(),
+        HEALTH_INTERVAL,
+        ops_stop.clone(),
+    ));
     let writer_stop = CancellationToken::new();
     let writer_task = tokio::spawn(
         writer

@@ -6,15 +6,20 @@
 //! crate), wired by [`pipeline`] with acknowledgements tracked by [`ack`].
 //! [`filter`] runs the WASM filter and enricher modules routes name.
 //! [`config`] loads and validates the TOML; [`setup`] builds the parts from it;
-//! [`app`] runs the whole collector; [`metrics`] counts everything.
+//! [`app`] runs the whole collector; [`metrics`] counts everything; [`http`]
+//! serves /metrics, /healthz and /readyz from the state [`health`] keeps.
 
 pub mod ack;
 pub mod app;
 pub mod config;
 pub mod event;
+pub mod event_metrics;
 pub mod explain;
 pub mod filter;
+pub mod generate;
 pub mod ha;
+pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod route;

@@ -60,6 +60,11 @@ enum Command {
         /// The file (default: as --config).
         file: Option<PathBuf>,
     },
+    /// Create Kubernetes Events in a cluster (as a real kubelet, scheduler or
+    /// controller would), or write them without a cluster as a recorded watch
+    /// stream (--output). Without --scenario or --type/--reason/--message: the
+    /// `mixed` scenario.
+    Generate(GenerateArgs),
     /// Routing table tools.
     Route {
         #[command(subcommand)]
@@ -71,6 +76,80 @@ enum Command {
         #[command(subcommand)]
         command: FilterCommand,
     },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct GenerateArgs {
+    /// Which Event API to create through; --count is per API.
+    #[arg(long, value_enum, default_value_t = GenApiArg::Both)]
+    api: GenApiArg,
+    /// Namespace of the events (it must exist).
+    #[arg(long, short, default_value = "default")]
+    namespace: String,
+    /// A preset sequence, with the reasons, messages and components real clusters emit.
+    #[arg(long, value_enum)]
+    scenario: Option<ScenarioArg>,
+    /// Kind of the involved object (without --scenario).
+    #[arg(long, default_value = "Pod")]
+    kind: String,
+    /// Name of the involved object (with --scenario: the workload's base name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Event type (without --scenario).
+    #[arg(long = "type", value_enum)]
+    type_: Option<TypeArg>,
+    /// Event reason (without --scenario).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Event message (without --scenario).
+    #[arg(long)]
+    message: Option<String>,
+    /// Events per second over all APIs (default: as fast as the API server takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Events per API (default: one pass of the scenario, or 1).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Write a recorded watch stream (JSON lines as the API server sends them) here instead of creating events.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then the in-cluster service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// How long to wait for the API server.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum GenApiArg {
+    #[value(name = "core/v1")]
+    CoreV1,
+    #[value(name = "events.k8s.io/v1")]
+    EventsV1,
+    Both,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum ScenarioArg {
+    ImagePullFailure,
+    CrashLoop,
+    FailedScheduling,
+    FailedMount,
+    NormalRollout,
+    /// Every scenario in turn.
+    Mixed,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum TypeArg {
+    #[value(name = "Normal", alias = "normal")]
+    Normal,
+    #[value(name = "Warning", alias = "warning")]
+    Warning,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,9 +196,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     event_collector_exporters::units::parse_duration(s)
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logging: RUST_LOG wins when set, else the config's `[log] level`, else info.
+fn init_logging(format: LogFormat, config_path: &std::path::Path) {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let configured = config::ops::peek_log_level(config_path);
+    let level = config::ops::effective_log_level(rust_log.as_deref(), configured.as_deref());
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -132,8 +215,8 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
+    init_logging(cli.log_format, &config_path);
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => {
             let path = file.unwrap_or(config_path);
@@ -150,6 +233,7 @@ fn main() -> ExitCode {
             command: RouteCommand::Explain { event },
         }) => route_explain(&config_path, &event),
         Some(Command::Filter { command }) => filter_command(command, cli.config.as_deref()),
+        Some(Command::Generate(args)) => generate(args),
         Some(Command::Run(args)) => run(config_path, args),
         None => run(config_path, cli.run),
     };
@@ -202,4 +286,69 @@ fn run(config: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         replay: args.replay,
     }))
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    use event_collector::generate::{self as gen_, GenApi, GenOptions, Scenario};
+    let single = args.type_.is_some() || args.reason.is_some() || args.message.is_some();
+    let scenario = match args.scenario {
+        Some(ScenarioArg::ImagePullFailure) => Some(Scenario::ImagePullFailure),
+        Some(ScenarioArg::CrashLoop) => Some(Scenario::CrashLoop),
+        Some(ScenarioArg::FailedScheduling) => Some(Scenario::FailedScheduling),
+        Some(ScenarioArg::FailedMount) => Some(Scenario::FailedMount),
+        Some(ScenarioArg::NormalRollout) => Some(Scenario::NormalRollout),
+        Some(ScenarioArg::Mixed) => Some(Scenario::Mixed),
+        None if single => None,
+        None => Some(Scenario::Mixed),
+    };
+    let defaults = GenOptions::default();
+    let opts = GenOptions {
+        api: match args.api {
+            GenApiArg::CoreV1 => GenApi::CoreV1,
+            GenApiArg::EventsV1 => GenApi::EventsV1,
+            GenApiArg::Both => GenApi::Both,
+        },
+        namespace: args.namespace,
+        kind: args.kind,
+        name: args.name,
+        type_: match args.type_ {
+            Some(TypeArg::Warning) => "Warning".into(),
+            Some(TypeArg::Normal) | None => "Normal".into(),
+        },
+        reason: args.reason.unwrap_or(defaults.reason),
+        message: args.message.unwrap_or(defaults.message),
+        rate: args.rate,
+        count: args.count,
+        scenario,
+    };
+    if let Some(r) = opts.rate
+        && !(r > 0.0 && r.is_finite())
+    {
+        anyhow::bail!("--rate must be a positive number of events per second, got {r}");
+    }
+    let what = scenario.map_or("events", Scenario::name);
+    if let Some(path) = &args.output {
+        let done = gen_::to_file(path, &opts)?;
+        println!(
+            "{}: wrote {} core/v1 and {} events.k8s.io/v1 {what} as a watch stream",
+            path.display(),
+            done.core,
+            done.v1
+        );
+    } else {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let client_opts = ClientOptions {
+            kubeconfig: args.kubeconfig,
+            context: args.context,
+        };
+        let done = runtime.block_on(async {
+            let client = event_collector::source::client::connect(&client_opts, args.connect_timeout).await?;
+            anyhow::Ok(gen_::to_cluster(client, &opts).await?)
+        })?;
+        println!(
+            "created {} core/v1 and {} events.k8s.io/v1 {what} in namespace {}",
+            done.core, done.v1, opts.namespace
+        );
+    }
+    Ok(())
 }

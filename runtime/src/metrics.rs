@@ -12,7 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::config::MetricsConfig;
 use crate::event::Api;
+use crate::event_metrics::KubeEventCounter;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -25,7 +27,7 @@ fn l2(k1: &'static str, v1: &str, k2: &'static str, v2: &str) -> Labels {
 }
 
 /// Handles for one exporter's metrics.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ExporterMetrics {
     pub exported: Counter,
     pub batches: Counter,
@@ -36,12 +38,43 @@ pub struct ExporterMetrics {
     pub queue_capacity_events: Gauge,
     /// Bytes waiting in the on-disk spill queue.
     pub spill_bytes: Gauge,
+    /// Seconds from the event's timestamp to its acknowledgement.
+    pub lag: Histogram,
     failures: Family<Labels, Counter>,
     dropped: Family<Labels, Counter>,
     name: String,
 }
 
+impl Default for ExporterMetrics {
+    fn default() -> Self {
+        Self {
+            exported: Counter::default(),
+            batches: Counter::default(),
+            queue_depth: Gauge::default(),
+            queue_bytes: Gauge::default(),
+            queue_capacity_events: Gauge::default(),
+            spill_bytes: Gauge::default(),
+            lag: lag_histogram(),
+            failures: Family::default(),
+            dropped: Family::default(),
+            name: String::new(),
+        }
+    }
+}
+
 impl ExporterMetrics {
+    /// Observes the end-to-end lag of an acknowledged batch: each record's
+    /// event timestamp (RFC 3339) to now. Records without a readable timestamp are skipped.
+    pub fn observe_lag(&self, batch: &[std::sync::Arc<event_collector_exporters::Record>]) {
+        let now = chrono::Utc::now();
+        for rec in batch {
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&rec.fields.timestamp) {
+                let secs = now.signed_duration_since(t).num_milliseconds() as f64 / 1000.0;
+                self.lag.observe(secs.max(0.0));
+            }
+        }
+    }
+
     /// A failed export attempt of `n` events, by the exporter's reason word.
     pub fn failed(&self, reason: &str, n: u64) {
         self.failures
@@ -120,6 +153,13 @@ impl FilterMetrics {
     }
 }
 
+fn lag_histogram() -> Histogram {
+    // 10ms .. ~45min, then +Inf.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.01, 2.0, 19,
+    ))
+}
+
 fn filter_call_histogram() -> Histogram {
     // 1µs .. ~16ms, then +Inf: per-call costs run from ~0.2µs (no-op) to the timeout.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -160,6 +200,13 @@ pub struct Metrics {
     checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// 1 while this replica holds the Lease (or HA is off), else 0.
     pub leader: Gauge,
+    lag: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Seconds since the checkpoint last advanced while events are pending (0 when none are).
+    pub checkpoint_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    config_reloads: Family<Labels, Counter>,
+    /// 1 when every watch is established and every exporter can deliver.
+    pub ready: Gauge,
+    kubernetes_events: KubeEventCounter,
 }
 
 const RECEIVED_KINDS: [&str; 3] = ["listed", "applied", "deleted"];
@@ -173,6 +220,11 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_config(&MetricsConfig::default())
+    }
+
+    /// Metrics with the `[metrics]` settings (the `kubernetes_events` counter).
+    pub fn with_config(config: &MetricsConfig) -> Self {
         let mut registry = Registry::with_prefix("event_collector");
         let received = Family::<Labels, Counter>::default();
         let received_handles =
@@ -207,6 +259,11 @@ impl Metrics {
             checkpoint_writes: Default::default(),
             checkpoint_age: Default::default(),
             leader: Default::default(),
+            lag: Family::new_with_constructor(lag_histogram),
+            checkpoint_age_seconds: Default::default(),
+            config_reloads: Default::default(),
+            ready: Default::default(),
+            kubernetes_events: KubeEventCounter::new(config.clone()),
             registry: Registry::default(),
         };
         registry.register(
@@ -332,8 +389,8 @@ impl Metrics {
             m.checkpoint_writes.clone(),
         );
         registry.register(
-            "checkpoint_age_seconds",
-            "Seconds since the checkpoint was last written",
+            "checkpoint_write_age_seconds",
+            "Seconds since the checkpoint was last written to its store",
             m.checkpoint_age.clone(),
         );
         registry.register(
@@ -341,6 +398,33 @@ impl Metrics {
             "1 while this replica is the leader (always 1 without [ha]), else 0",
             m.leader.clone(),
         );
+        registry.register(
+            "lag_seconds",
+            "End-to-end lag: event timestamp to acknowledgement by the exporter",
+            m.lag.clone(),
+        );
+        registry.register(
+            "checkpoint_age_seconds",
+            "Seconds since the checkpoint last advanced while events are pending (0 when none are)",
+            m.checkpoint_age_seconds.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads, by result (applied, rejected)",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when every watch is established and every exporter can deliver",
+            m.ready.clone(),
+        );
+        if config.kubernetes_events {
+            registry.register(
+                "kubernetes_events",
+                "Routed Kubernetes Events by type, reason, involved-object kind (and namespace with [metrics] namespace_label); capped by [metrics] max_series, overflow under \"other\"",
+                m.kubernetes_events.family(),
+            );
+        }
         Self { registry, ..m }
     }
 
@@ -439,10 +523,31 @@ impl Metrics {
             queue_bytes: self.queue_bytes.get_or_create(&l).clone(),
             queue_capacity_events: self.queue_capacity.get_or_create(&l).clone(),
             spill_bytes: self.spill_bytes.get_or_create(&l).clone(),
+            lag: self.lag.get_or_create(&l).clone(),
             failures: self.failures.clone(),
             dropped: self.dropped.clone(),
             name: name.to_string(),
         }
+    }
+
+    /// A config reload, by result: applied, rejected.
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads.get_or_create(&l1("result", result)).inc();
+    }
+
+    /// Counts a routed event in `kubernetes_events_total`.
+    pub fn kubernetes_event(&self, ev: &crate::event::Event) {
+        self.kubernetes_events.count(
+            ev.type_.as_deref().unwrap_or(""),
+            ev.reason.as_deref().unwrap_or(""),
+            ev.kind(),
+            &ev.namespace,
+        );
+    }
+
+    /// The `kubernetes_events_total` counter.
+    pub fn kubernetes_events(&self) -> &KubeEventCounter {
+        &self.kubernetes_events
     }
 
     /// The text exposition of every metric.

@@ -819,7 +819,7 @@ async fn the_collector_works_with_exactly_the_manifest_rbac() {
 }
 
 #[test]
-#[ignore = "the in-cluster configs use [http], [state] and [ha], which land with the HTTP/HA work; un-ignore then"]
+
 fn the_in_cluster_configs_pass_check_config() {
     let dir = tempfile::tempdir().unwrap();
     let rendered = helm_template(&["--set", "ha.enabled=true"]);

@@ -7,6 +7,7 @@
 
 pub mod exporters;
 pub mod filters;
+pub mod ops;
 pub mod pattern;
 pub mod routes;
 pub mod source;
@@ -22,6 +23,7 @@ use toml::de::{DeTable, DeValue};
 
 pub use exporters::{ExporterCommon, ExporterConfig, ExporterKind, Overflow};
 pub use filters::{FilterConfig, OnDelete, OnError, WasmConfig};
+pub use ops::{HttpConfig, LogConfig, MetricsConfig};
 pub use pattern::{FieldMatcher, MatcherSpec, Pattern};
 pub use routes::{RouteConfig, RouteMatch};
 pub use source::{SourceConfig, StartupPolicy, WatchApi};
@@ -48,6 +50,12 @@ pub struct Config {
     pub state: StateConfig,
     /// `[ha]`: Lease leader election.
     pub ha: HaConfig,
+    /// `[http]`: the /metrics, /healthz and /readyz endpoint.
+    pub http: HttpConfig,
+    /// `[metrics]`: the per-event `kubernetes_events` counter.
+    pub metrics: MetricsConfig,
+    /// `[log]`: the log level.
+    pub log: LogConfig,
 }
 
 /// One problem in a config file, with its place.
@@ -148,6 +156,11 @@ struct TopLevel {
     state: Option<Spanned<StateConfig>>,
     #[serde(default)]
     ha: Option<Spanned<HaConfig>>,
+    http: HttpConfig,
+    #[serde(default)]
+    metrics: Option<Spanned<MetricsConfig>>,
+    #[serde(default)]
+    log: LogConfig,
 }
 
 impl Config {
@@ -215,6 +228,10 @@ impl Config {
             }
             None => HaConfig::default(),
         };
+        let metrics = top
+            .metrics
+            .unwrap_or_else(|| Spanned::new(0..0, MetricsConfig::default()));
+        ops::validate(&top.http, &metrics, &top.log, &mut problems);
         let mut routes = top.routes;
         routes::validate(&mut routes, &exporters, &filters, &mut problems);
         let config = Config {
@@ -227,6 +244,9 @@ impl Config {
             wasm,
             state,
             ha,
+            http: top.http,
+            metrics: metrics.into_inner(),
+            log: top.log,
         };
         problems.into_result(file, config)
     }

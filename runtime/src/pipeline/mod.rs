@@ -318,6 +318,7 @@ impl Process<'_> {
             .any(|&r| !self.setup.routes.routes()[r].exporters.is_empty())
         {
             self.summary.routed += 1;
+            self.metrics.kubernetes_event(&event);
         }
         out.items.push(Routed {
             seq,
@@ -484,7 +485,8 @@ async fn worker(
                     batch.push(rec);
                 }
                 match export_with_retry(&slot, &batch, &m, dead_letter.as_ref(), &retry, Some(&rx)).await {
-                    Outcome::Done | Outcome::Spilled => {}
+                    Outcome::Done => m.observe_lag(&batch),
+                    Outcome::Spilled => {}
                     Outcome::GaveUp => return,
                 }
                 if ack_tx.send(AckMsg::Acked(seqs.clone())).is_err() {
@@ -493,7 +495,10 @@ async fn worker(
             }
             Taken::Spill(spilled) => {
                 match export_with_retry(&slot, &spilled.records, &m, dead_letter.as_ref(), &retry, None).await {
-                    Outcome::Done | Outcome::Spilled => rx.ack_spill(spilled).await,
+                    Outcome::Done | Outcome::Spilled => {
+                        m.observe_lag(&spilled.records);
+                        rx.ack_spill(spilled).await
+                    }
                     Outcome::GaveUp => return,
                 }
             }
