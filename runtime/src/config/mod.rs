@@ -156,6 +156,7 @@ struct TopLevel {
     state: Option<Spanned<StateConfig>>,
     #[serde(default)]
     ha: Option<Spanned<HaConfig>>,
+    #[serde(default)]
     http: HttpConfig,
     #[serde(default)]
     metrics: Option<Spanned<MetricsConfig>>,
