@@ -222,6 +222,19 @@ impl Config {
             }
             None => StateConfig::default(),
         };
+        // A relative state dir (and the default outside a pod, `state`) is
+        // relative to the config file, not to the working directory: two
+        // collectors with their own configs never share a checkpoint.
+        let mut state = state;
+        let base = file.parent().unwrap_or(Path::new(""));
+        state.dir = Some(match state.dir.take() {
+            Some(d) if d.is_absolute() => d,
+            Some(d) => base.join(d),
+            None => match state.dir() {
+                d if d.is_absolute() => d,
+                _ => base.join("state"),
+            },
+        });
         let ha = match top.ha {
             Some(h) => {
                 h.get_ref().validate(&state, h.span(), &mut problems);
