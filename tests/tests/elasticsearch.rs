@@ -401,14 +401,15 @@ async fn collector_indexes_each_event_once(kind: Kind) {
         "one warning for the missing ILM/ISM API:\n{log}"
     );
 
-    // A restart relists every event and sends it again: 409s, no duplicates.
+    // A restart resumes from the saved checkpoint: nothing is sent again (a
+    // resend would be absorbed by the `_id`: see `resend_is_idempotent`).
     collector.terminate().unwrap();
     let collector = Collector::start(&config, cluster.collector_kubeconfig(), &[]).unwrap();
-    let resent = wait_for(WAIT, || {
+    let resumed = wait_for(WAIT, || {
         let log = collector.log_text();
-        log.contains("documents already indexed").then_some(log)
+        log.contains("resuming from the checkpoint").then_some(log)
     });
-    assert!(resent.is_some(), "the relist was resent:\n{}", collector.log_text());
+    assert!(resumed.is_some(), "no resume:\n{}", collector.log_text());
     create_core(&cluster, "e2e", "after", "Normal", "Started", "Started container").await;
     assert_eq!(es.wait_count("k8s-events-*", 9).await, 9);
     tokio::time::sleep(Duration::from_secs(1)).await;
