@@ -13,40 +13,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=common.sh
 . "$here/common.sh"
 
-keep=0
-dir=""
-for a in "$@"; do
-  case "$a" in
-    --keep) keep=1 ;;
-    -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) log "unknown option $a"; exit 2 ;;
-    *) [ -z "$dir" ] || { log "usage: $0 [--keep] DIR"; exit 2; }; dir="$a" ;;
-  esac
-done
-[ -n "$dir" ] || { log "usage: $0 [--keep] DIR"; exit 2; }
-# Accept the cluster.env path too (what cluster-up.sh prints).
-case "$dir" in */cluster.env) dir="$(dirname "$dir")" ;; esac
-if [ ! -d "$dir" ]; then
-  log "$dir does not exist: nothing to stop"
-  exit 0
-fi
-dir="$(cd "$dir" && pwd)"
+down_args 2,9 "$@"
 
-pid_in_dir() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$dir"
-}
-
-stop_pid() { # PID NAME
-  local pid=$1 name=$2
-  pid_in_dir "$pid" || return 0
-  log "stopping $name (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do pid_in_dir "$pid" || return 0; sleep 0.2; done
-  log "$name did not stop after 10 s: SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  for _ in $(seq 25); do pid_in_dir "$pid" || return 0; sleep 0.2; done
-  log "warning: $name (pid $pid) is still alive"
-}
+# Only processes whose command line names $dir are ours.
+stop_pid() { stop_daemon "$1" "$2" "$dir"; } # PID NAME
 
 # The pid files are rewritten on every (re)start, so they win over cluster.env.
 pid_of() { # NAME ENVKEY

@@ -27,40 +27,17 @@ case "${1:-}" in
 esac
 [ $# -le 1 ] || { log "usage: $0 [DIR]"; exit 2; }
 
-if [ -n "${1:-}" ]; then
-  mkdir -p "$1"
-  dir="$(cd "$1" && pwd)"
-else
-  dir="$(mktemp -d "${TMPDIR:-/tmp}/ec-cluster.XXXXXX")"
-fi
+up_dir cluster "${1:-}"
 
 CONTEXT=event-collector-dev
 
-# --- small helpers (also used, copied, by restart-apiserver.sh) -------------
+# --- small helpers ---------------------------------------------------------------
 
-# pid_in_dir PID: PID is alive and its command line mentions $dir (so a
-# recycled pid of an unrelated process is never taken for ours).
-pid_in_dir() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$dir"
-}
+# pid_in_dir PID: PID is alive and its command line mentions $dir.
+pid_in_dir() { cmdline_has "$1" "$dir"; }
 
 # stop_pid PID NAME: SIGTERM, then SIGKILL after 10 s.
-stop_pid() {
-  local pid=$1 name=$2
-  pid_in_dir "$pid" || return 0
-  log "stopping $name (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do pid_in_dir "$pid" || return 0; sleep 0.2; done
-  log "$name did not stop after 10 s: SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  for _ in $(seq 25); do pid_in_dir "$pid" || return 0; sleep 0.2; done
-}
-
-# env_get KEY FILE: the plain value of KEY in a cluster.env (numbers, paths).
-env_get() { [ -f "$2" ] || return 0; sed -n "s/^$1=//p" "$2" | tail -n1; }
-
-# kv KEY VALUE: one shell-sourceable line (value quoted only when it needs it).
-kv() { printf '%s=%q\n' "$1" "$2"; }
+stop_pid() { stop_daemon "$1" "$2" "$dir"; }
 
 tail_logs() {
   local f
@@ -171,16 +148,11 @@ for attempt in 1 2 3 4 5; do
   peer="http://127.0.0.1:$etcd_peer_port"
   log "starting etcd on $ETCD_ENDPOINT (peer $peer)"
   : >"$dir/etcd.log"
-  rm -f "$dir/etcd.pid"
-  # shellcheck disable=SC2016 # $$/$0/$@ belong to the inner bash
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/etcd.pid" \
+  etcd_pid="$(spawn_daemon "$dir/etcd.pid" "$dir/etcd.log" \
     "$ETCD_BIN" --name default --data-dir "$dir/etcd" \
     --listen-client-urls "$ETCD_ENDPOINT" --advertise-client-urls "$ETCD_ENDPOINT" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
-    --initial-cluster "default=$peer" \
-    </dev/null >>"$dir/etcd.log" 2>&1 3>&- &
-  WAIT_SECS=5 wait_for test -s "$dir/etcd.pid" || true
-  etcd_pid="$(cat "$dir/etcd.pid" 2>/dev/null || true)"
+    --initial-cluster "default=$peer")"
   [ -n "$etcd_pid" ] && started_pids+=("$etcd_pid:etcd")
   for _ in $(seq 150); do
     pid_in_dir "$etcd_pid" || break
@@ -239,34 +211,18 @@ write_restart_script() {
     kv dir "$dir"
     kv bin "$KUBE_APISERVER_BIN"
     kv url "https://127.0.0.1:$apiserver_port"
+    echo 'LOG_TAG=restart-apiserver'
+    printf '. %q\n' "$here/common.sh"
     cat <<'EOF'
-log() { printf '[restart-apiserver] %s\n' "$*" >&2; }
-pid_in_dir() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$dir"
-}
-stop() {
-  local pid
-  pid="$(cat "$dir/apiserver.pid" 2>/dev/null || true)"
-  pid_in_dir "$pid" || return 0
-  log "stopping kube-apiserver (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do pid_in_dir "$pid" || return 0; sleep 0.2; done
-  log "no exit after 10 s: SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  for _ in $(seq 25); do pid_in_dir "$pid" || return 0; sleep 0.2; done
-}
+pid_in_dir() { cmdline_has "$1" "$dir"; }
+stop() { stop_daemon "$(cat "$dir/apiserver.pid" 2>/dev/null || true)" kube-apiserver "$dir"; }
 start() {
   local pid args
   pid="$(cat "$dir/apiserver.pid" 2>/dev/null || true)"
   if pid_in_dir "$pid"; then log "already running (pid $pid)"; return 0; fi
   mapfile -t args <"$dir/apiserver.args"
-  rm -f "$dir/apiserver.pid"
   log "starting kube-apiserver on $url"
-  # shellcheck disable=SC2016 # $$/$0/$@ belong to the inner bash
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/apiserver.pid" "$bin" "${args[@]}" \
-    </dev/null >>"$dir/apiserver.log" 2>&1 3>&- &
-  for _ in $(seq 25); do [ -s "$dir/apiserver.pid" ] && break; sleep 0.2; done
-  pid="$(cat "$dir/apiserver.pid")"
+  pid="$(spawn_daemon "$dir/apiserver.pid" "$dir/apiserver.log" "$bin" "${args[@]}")"
   if [ -f "$dir/cluster.env" ]; then
     sed -i "s/^APISERVER_PID=.*/APISERVER_PID=$pid/" "$dir/cluster.env"
   fi

@@ -12,23 +12,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=common.sh
 . "$here/common.sh"
 
-keep=0
-dir=""
-for a in "$@"; do
-  case "$a" in
-    --keep) keep=1 ;;
-    -h | --help) sed -n '3,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) log "unknown option $a"; exit 2 ;;
-    *) [ -z "$dir" ] || { log "usage: $0 [--keep] DIR"; exit 2; }; dir="$a" ;;
-  esac
-done
-[ -n "$dir" ] || { log "usage: $0 [--keep] DIR"; exit 2; }
-case "$dir" in */es.env) dir="$(dirname "$dir")" ;; esac
-if [ ! -d "$dir" ]; then
-  log "$dir does not exist: nothing to stop"
-  exit 0
-fi
-dir="$(cd "$dir" && pwd)"
+down_args 3,9 "$@"
 [ -x "$dir/restart-es.sh" ] && "$dir/restart-es.sh" --stop
 if [ "$keep" = 1 ]; then
   log "stopped; kept $dir"

@@ -26,18 +26,12 @@ case "${1:-}" in
   *) log "usage: $0 opensearch|elasticsearch [DIR]"; exit 2 ;;
 esac
 [ $# -le 2 ] || { log "usage: $0 opensearch|elasticsearch [DIR]"; exit 2; }
-if [ -n "${2:-}" ]; then
-  mkdir -p "$2"
-  dir="$(cd "$2" && pwd)"
-else
-  dir="$(mktemp -d "${TMPDIR:-/tmp}/ec-es.XXXXXX")"
-fi
+up_dir es "${2:-}"
 
 if [ ! -x "$EC_BIN/osmem-server" ] || [ ! -x "$EC_BIN/noida-db" ]; then
   bash "$here/install-es.sh" 3>&-
 fi
 
-env_get() { [ -f "$2" ] || return 0; sed -n "s/^$1=//p" "$2" | tail -n1; }
 if [ -f "$dir/es.env" ] && [ "$(env_get ES_KIND "$dir/es.env")" = "$kind" ]; then
   if "$dir/restart-es.sh" --status 3>&-; then
     log "$kind in $dir is already running"
@@ -50,10 +44,13 @@ port="$(env_get ES_PORT "$dir/es.env")"
 [ -n "$port" ] || port="$(free_port)"
 url="http://127.0.0.1:$port"
 mkdir -p "$dir/data"
+# `mark` is an argument only our server's command line has (see cmdline_has).
 if [ "$kind" = opensearch ]; then
   cmd=("$EC_BIN/osmem-server" -addr "127.0.0.1:$port" -no-stdin-watch -no-ja)
+  mark="127.0.0.1:$port"
 else
   cmd=("$EC_BIN/noida-db" start --data-dir "$dir/data" --host 127.0.0.1 --only elasticsearch --elasticsearch-port "$port")
+  mark="$dir/data"
 fi
 
 # The restart helper holds the exact command, port and data dir.
@@ -64,34 +61,19 @@ fi
   echo '#   restart-es.sh SECONDS   ... staying down SECONDS in between'
   echo '#   restart-es.sh --stop | --start | --status'
   echo 'set -euo pipefail'
-  printf 'dir=%q\nurl=%q\nport=%q\n' "$dir" "$url" "$port"
+  printf 'dir=%q\nurl=%q\nmark=%q\n' "$dir" "$url" "$mark"
   printf 'cmd=(%s)\n' "$(printf '%q ' "${cmd[@]}")"
+  echo 'LOG_TAG=restart-es'
+  printf '. %q\n' "$here/common.sh"
   cat <<'EOS'
-log() { printf '[restart-es] %s\n' "$*" >&2; }
-# Our pid: alive and started with our port (a recycled pid is never taken for ours).
-ours() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$port"
-}
+ours() { cmdline_has "$1" "$mark"; }
 pid() { cat "$dir/es.pid" 2>/dev/null || true; }
-stop() {
-  local p; p="$(pid)"
-  ours "$p" || return 0
-  log "stopping pid $p"
-  kill -TERM "$p" 2>/dev/null || true
-  for _ in $(seq 50); do ours "$p" || return 0; sleep 0.2; done
-  log "no exit after 10 s: SIGKILL"
-  kill -KILL "$p" 2>/dev/null || true
-  for _ in $(seq 25); do ours "$p" || return 0; sleep 0.2; done
-}
+stop() { stop_daemon "$(pid)" "${cmd[0]##*/}" "$mark"; }
 start() {
   local p; p="$(pid)"
   if ours "$p"; then log "already running (pid $p)"; return 0; fi
-  rm -f "$dir/es.pid"
   log "starting ${cmd[0]##*/} on $url"
-  # shellcheck disable=SC2016 # $$/$0/$@ belong to the inner bash
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/es.pid" "${cmd[@]}" </dev/null >>"$dir/es.log" 2>&1 3>&- &
-  for _ in $(seq 25); do [ -s "$dir/es.pid" ] && break; sleep 0.2; done
-  p="$(pid)"
+  p="$(spawn_daemon "$dir/es.pid" "$dir/es.log" "${cmd[@]}")"
   [ -f "$dir/es.env" ] && sed -i "s/^ES_PID=.*/ES_PID=$p/" "$dir/es.env"
   for _ in $(seq $((${WAIT_SECS:-60} * 5))); do
     if ! ours "$p"; then log "the server exited; last lines of $dir/es.log:"; tail -n 20 "$dir/es.log" >&2; return 1; fi
@@ -113,7 +95,6 @@ EOS
 } >"$dir/restart-es.sh"
 chmod +x "$dir/restart-es.sh"
 
-kv() { printf '%s=%q\n' "$1" "$2"; }
 {
   echo "# Written by dev_setup/es-up.sh; sourceable. Stop: dev_setup/es-down.sh $dir"
   kv ES_KIND "$kind"

@@ -6,14 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-keep=0
-if [ "${1:-}" = "--keep" ]; then
-  keep=1
-  shift
-fi
-[ $# -eq 1 ] || { log "usage: $0 [--keep] DIR"; exit 2; }
-dir="$1"
-[ -d "$dir" ] || { log "$dir: no such directory (already down?)"; exit 0; }
+down_args 2,4 "$@"
 
 if [ -x "$dir/restart-kafka.sh" ]; then
   "$dir/restart-kafka.sh" --stop

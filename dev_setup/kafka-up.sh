@@ -27,21 +27,13 @@ case "${1:-}" in
 esac
 [ $# -le 1 ] || { log "usage: $0 [DIR]"; exit 2; }
 
-if [ -n "${1:-}" ]; then
-  mkdir -p "$1"
-  dir="$(cd "$1" && pwd)"
-else
-  dir="$(mktemp -d "${TMPDIR:-/tmp}/ec-kafka.XXXXXX")"
-fi
+up_dir kafka "${1:-}"
 
 TANSU_BIN="$EC_BIN/tansu"
 if [ ! -x "$TANSU_BIN" ]; then
   log "no $TANSU_BIN yet: running install-kafka.sh"
   bash "$here/install-kafka.sh" 3>&-
 fi
-
-env_get() { [ -f "$2" ] || return 0; sed -n "s/^$1=//p" "$2" | tail -n1; }
-kv() { printf '%s=%q\n' "$1" "$2"; }
 
 write_restart_script() { # PORT
   {
@@ -58,39 +50,23 @@ write_restart_script() { # PORT
     kv bin "$TANSU_BIN"
     kv port "$1"
     kv extra "${KAFKA_EXTRA_ARGS:-}"
+    echo 'LOG_TAG=restart-kafka'
+    printf '. %q\n' "$here/common.sh"
     cat <<'EOF'
 url="tcp://127.0.0.1:$port"
-log() { printf '[restart-kafka] %s\n' "$*" >&2; }
-# Alive and ours: a recycled pid of another process is never taken for it.
-ours() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$url"
-}
+ours() { cmdline_has "$1" "$url"; }
 current() { cat "$dir/tansu.pid" 2>/dev/null || true; }
-stop() { # SIGNAL
-  local pid
-  pid="$(current)"
-  ours "$pid" || return 0
-  log "stopping tansu (pid $pid, SIG$1)"
-  kill "-$1" "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do ours "$pid" || return 0; sleep 0.2; done
-  log "no exit after 10 s: SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
-  for _ in $(seq 25); do ours "$pid" || return 0; sleep 0.2; done
-}
+stop() { stop_daemon "$(current)" tansu "$url" "$1"; } # SIGNAL
 listening() { (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
 start() {
   local pid
   pid="$(current)"
   if ours "$pid"; then log "already running (pid $pid)"; return 0; fi
-  rm -f "$dir/tansu.pid"
   log "starting tansu on $url"
-  # shellcheck disable=SC2016,SC2086 # $$/$0/$@ belong to the inner bash; $extra is a list of flags
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/tansu.pid" "$bin" broker \
+  # shellcheck disable=SC2086 # $extra is a list of flags
+  pid="$(spawn_daemon "$dir/tansu.pid" "$dir/tansu.log" "$bin" broker \
     --listener-url "$url" --advertised-listener-url "$url" \
-    --storage-engine memory://tansu/ $extra \
-    </dev/null >>"$dir/tansu.log" 2>&1 3>&- &
-  for _ in $(seq 25); do [ -s "$dir/tansu.pid" ] && break; sleep 0.2; done
-  pid="$(current)"
+    --storage-engine memory://tansu/ $extra)"
   if [ -f "$dir/kafka.env" ]; then
     sed -i "s/^KAFKA_PID=.*/KAFKA_PID=$pid/" "$dir/kafka.env"
   fi
@@ -125,9 +101,7 @@ EOF
 # --- already running? ------------------------------------------------------------
 if [ -f "$dir/kafka.env" ]; then
   port="$(env_get KAFKA_PORT "$dir/kafka.env")"
-  pid="$(env_get KAFKA_PID "$dir/kafka.env")"
-  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
-    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF "tcp://127.0.0.1:$port"; then
+  if cmdline_has "$(env_get KAFKA_PID "$dir/kafka.env")" "tcp://127.0.0.1:$port"; then
     log "tansu in $dir is already running"
     echo "$dir/kafka.env" >&3
     exit 0
