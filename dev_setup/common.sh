@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings for the dev_setup scripts: the cache folder outside the repo
 # and small helpers. Sourced, never run.
 EC_CACHE="${EVENT_COLLECTOR_CACHE:-$HOME/.cache/event-collector}"
@@ -91,6 +92,7 @@ up_dir() {
 # be given as its *.env file): sets `keep` (0/1) and `dir` (absolute). `-h`
 # prints HELP_LINES (a sed range of the caller's header) and exits; a DIR that
 # does not exist means nothing to stop: exit 0.
+# shellcheck disable=SC2034 # keep and dir are for the caller
 down_args() {
   local help=$1
   shift
