@@ -645,6 +645,10 @@ fn filter_check_reports_contract_exports_and_grants() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("core-module ABI"), "{text}");
     assert!(text.contains("wasi_snapshot_preview1.path_open  NOT GRANTED"), "{text}");
+    // Exports read as signatures, not Rust debug output.
+    assert!(text.contains("  process: func(i32, i32) -> i64"), "{text}");
+    assert!(text.contains("  memory: memory ("), "{text}");
+    assert!(!text.contains("FuncType"), "{text}");
 
     let bad = filter_file(
         dir.path(),

@@ -20,24 +20,32 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// A running test cluster; stopped when dropped.
-pub struct Cluster {
+/// A throw-away server that a `dev_setup/<name>-up.sh` script started in a new
+/// temp folder: the folder and the KEY=value lines of the env file the script
+/// printed. `<name>-down.sh` stops it and removes the folder when dropped.
+pub struct DevServer {
     pub dir: PathBuf,
     pub env: HashMap<String, String>,
+    name: &'static str,
 }
 
-impl Cluster {
-    /// Starts a fresh etcd + kube-apiserver on free loopback ports.
-    pub fn start() -> Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("ec-cluster-").tempdir()?.keep();
+impl DevServer {
+    /// Runs `dev_setup/<name>-up.sh ARGS... DIR` (`name` is cluster, es or kafka).
+    pub fn start(name: &'static str, args: &[&str]) -> Result<DevServer> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ec-{name}-"))
+            .tempdir()?
+            .keep();
+        let script = format!("dev_setup/{name}-up.sh");
         let out = Command::new("bash")
-            .arg(repo_root().join("dev_setup/cluster-up.sh"))
+            .arg(repo_root().join(&script))
+            .args(args)
             .arg(&dir)
             .stderr(Stdio::inherit())
             .output()
-            .context("running dev_setup/cluster-up.sh")?;
+            .with_context(|| format!("running {script}"))?;
         if !out.status.success() {
-            bail!("dev_setup/cluster-up.sh failed ({})", out.status);
+            bail!("{script} {} failed ({})", args.join(" "), out.status);
         }
         let env_file = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -47,14 +55,55 @@ impl Cluster {
         let text = std::fs::read_to_string(&env_file).with_context(|| format!("reading {env_file}"))?;
         let env = text
             .lines()
+            .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.trim().trim_start_matches("export ").split_once('='))
             .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
             .collect();
-        Ok(Cluster { dir, env })
+        Ok(DevServer { dir, env, name })
+    }
+
+    /// The value of `key` in the env file ("" if absent).
+    pub fn get(&self, key: &str) -> &str {
+        self.env.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    /// Runs the restart script the env file names under `key` (e.g.
+    /// `RESTART_ES`) with one argument (`--stop`, `--start`, `--kill`, seconds).
+    pub fn ctl(&self, key: &str, arg: &str) {
+        let ok = Command::new("bash")
+            .arg(self.get(key))
+            .arg(arg)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{} {arg} failed", self.get(key));
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join(format!("dev_setup/{}-down.sh", self.name)))
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A running test cluster (etcd + kube-apiserver); stopped when dropped.
+pub struct Cluster {
+    pub server: DevServer,
+}
+
+impl Cluster {
+    /// Starts a fresh etcd + kube-apiserver on free loopback ports.
+    pub fn start() -> Result<Cluster> {
+        Ok(Cluster {
+            server: DevServer::start("cluster", &[])?,
+        })
     }
 
     pub fn get(&self, key: &str) -> &str {
-        self.env.get(key).map(String::as_str).unwrap_or("")
+        self.server.get(key)
     }
 
     pub fn admin_kubeconfig(&self) -> &str {
@@ -99,15 +148,6 @@ impl Cluster {
             bail!("kubectl create namespace {name}: {out}");
         }
         Ok(())
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo_root().join("dev_setup/cluster-down.sh"))
-            .arg(&self.dir)
-            .status();
     }
 }
 

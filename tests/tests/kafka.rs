@@ -5,10 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use event_collector_e2e::{Cluster, Collector, events, repo_root, wait_for};
+use event_collector_e2e::{Cluster, Collector, DevServer, events, wait_for};
 use k8s_openapi::api::events::v1::Event as V1Event;
 use kube::api::{Api, ListParams};
 use rdkafka::config::ClientConfig;
@@ -20,54 +20,20 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A tansu broker on a free loopback port; stopped when dropped.
 struct Kafka {
-    dir: PathBuf,
+    server: DevServer,
     brokers: String,
-    restart: PathBuf,
 }
 
 impl Kafka {
     fn start() -> Kafka {
-        let dir = tempfile::Builder::new().prefix("ec-kafka-").tempdir().unwrap().keep();
-        let out = Command::new("bash")
-            .arg(repo_root().join("dev_setup/kafka-up.sh"))
-            .arg(&dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running dev_setup/kafka-up.sh");
-        assert!(out.status.success(), "dev_setup/kafka-up.sh failed ({})", out.status);
-        let env_file = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let env: HashMap<String, String> = std::fs::read_to_string(&env_file)
-            .unwrap_or_else(|e| panic!("reading {env_file}: {e}"))
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Kafka {
-            dir,
-            brokers: env["KAFKA_BROKERS"].clone(),
-            restart: PathBuf::from(&env["RESTART_KAFKA"]),
-        }
+        let server = DevServer::start("kafka", &[]).expect("dev_setup/kafka-up.sh");
+        let brokers = server.get("KAFKA_BROKERS").to_string();
+        Kafka { server, brokers }
     }
 
     /// Runs the broker's `restart-kafka.sh` with `arg` (`--kill`, `--start`).
     fn ctl(&self, arg: &str) {
-        let ok = Command::new(&self.restart).arg(arg).status().unwrap().success();
-        assert!(ok, "restart-kafka.sh {arg} failed");
-    }
-}
-
-impl Drop for Kafka {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo_root().join("dev_setup/kafka-down.sh"))
-            .arg(&self.dir)
-            .stderr(Stdio::null())
-            .status();
+        self.server.ctl("RESTART_KAFKA", arg);
     }
 }
 

@@ -13,15 +13,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use elasticsearch::Elasticsearch;
 use elasticsearch::http::Method;
 use elasticsearch::http::headers::HeaderMap;
 use elasticsearch::http::transport::Transport;
-use event_collector_e2e::{Cluster, Collector, events, read_volume, repo_root, wait_for};
+use event_collector_e2e::{Cluster, Collector, DevServer, events, read_volume, wait_for};
 use serde_json::{Value, json};
 
 type Key = (String, String);
@@ -111,52 +111,23 @@ fn segment_files(dir: &Path) -> usize {
 
 /// noida-db (Elasticsearch 8 API, keeps its data across a restart), started by dev_setup/es-up.sh.
 struct Es {
-    dir: PathBuf,
-    env: HashMap<String, String>,
+    server: DevServer,
     client: Elasticsearch,
 }
 
 impl Es {
     fn start() -> Result<Es> {
-        let dir = tempfile::Builder::new().prefix("ec-es-").tempdir()?.keep();
-        let out = Command::new("bash")
-            .arg(repo_root().join("dev_setup/es-up.sh"))
-            .arg("elasticsearch")
-            .arg(&dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .context("running dev_setup/es-up.sh")?;
-        if !out.status.success() {
-            bail!("dev_setup/es-up.sh elasticsearch failed ({})", out.status);
-        }
-        let env_file = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let text = std::fs::read_to_string(&env_file).with_context(|| format!("reading {env_file}"))?;
-        let env: HashMap<String, String> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
-            .collect();
-        let client = Elasticsearch::new(Transport::single_node(&env["ES_URL"])?);
-        Ok(Es { dir, env, client })
+        let server = DevServer::start("es", &["elasticsearch"])?;
+        let client = Elasticsearch::new(Transport::single_node(server.get("ES_URL"))?);
+        Ok(Es { server, client })
     }
 
     fn url(&self) -> &str {
-        &self.env["ES_URL"]
+        self.server.get("ES_URL")
     }
 
     fn restart_script(&self, arg: &str) {
-        let status = Command::new("bash")
-            .arg(&self.env["RESTART_ES"])
-            .arg(arg)
-            .status()
-            .expect("restart-es.sh");
-        assert!(status.success(), "restart-es.sh {arg} failed");
+        self.server.ctl("RESTART_ES", arg);
     }
 
     /// Every document of `index` in namespace `ns`, as (uid, resource_version).
@@ -193,15 +164,6 @@ impl Es {
             .map(|h| h.iter().map(|d| d["_source"].clone()).collect())
             .unwrap_or_default();
         keys_of(&docs, ns)
-    }
-}
-
-impl Drop for Es {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo_root().join("dev_setup/es-down.sh"))
-            .arg(&self.dir)
-            .status();
     }
 }
 

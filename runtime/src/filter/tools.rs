@@ -362,6 +362,31 @@ fn import_note(name: &str, fc: &FilterConfig) -> String {
     }
 }
 
+/// A core export's type as a filter author reads it: `func(i32, i32) -> i32`,
+/// `memory (17 pages, max 256)`, `global i32`, `table`.
+fn extern_sig(ty: &wasmtime::ExternType) -> String {
+    let list =
+        |it: &mut dyn Iterator<Item = wasmtime::ValType>| it.map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+    match ty {
+        wasmtime::ExternType::Func(f) => {
+            let results = list(&mut f.results());
+            let arrow = match f.results().len() {
+                0 => String::new(),
+                1 => format!(" -> {results}"),
+                _ => format!(" -> ({results})"),
+            };
+            format!("func({}){arrow}", list(&mut f.params()))
+        }
+        wasmtime::ExternType::Memory(m) => match m.maximum() {
+            Some(max) => format!("memory ({} pages, max {max})", m.minimum()),
+            None => format!("memory ({} pages)", m.minimum()),
+        },
+        wasmtime::ExternType::Global(g) => format!("global {}", g.content()),
+        wasmtime::ExternType::Table(_) => "table".into(),
+        wasmtime::ExternType::Tag(_) => "tag".into(),
+    }
+}
+
 /// `filter check`: the contract version, exports, imports (with what the
 /// config does not grant), and whether the module links and starts.
 /// Fails when the module cannot be used as a filter.
@@ -444,7 +469,7 @@ pub fn filter_check(module: &Path, config: Option<&Path>, out: &mut dyn Write) -
             )?;
             writeln!(out, "exports:")?;
             for e in m.exports() {
-                writeln!(out, "  {}: {:?}", e.name(), e.ty())?;
+                writeln!(out, "  {}: {}", e.name(), extern_sig(&e.ty()))?;
             }
             if let Err(e) = check_core_exports(&m) {
                 problems.push(e);
