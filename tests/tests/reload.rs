@@ -163,8 +163,7 @@ async fn config_changes_apply_live_invalid_ones_are_rejected_and_sighup_reloads(
     let log = c.log_text();
     let line = log
         .lines()
-        .filter(|l| l.contains("config reloaded"))
-        .next_back()
+        .rfind(|l| l.contains("config reloaded"))
         .unwrap_or_default();
     assert!(line.contains("SIGHUP"), "{line}");
     assert!(line.contains(r#"exporters_kept=["a", "b"]"#), "{line}");
