@@ -2,7 +2,8 @@
 //! the checkpoint, watch from it, write it as it moves, stop cleanly on
 //! SIGTERM/SIGINT (drain, flush, final checkpoint, exit 0). On losing the
 //! Lease it stops the same way at once and exits non-zero, so the pod
-//! restarts and stands by.
+//! restarts and stands by. While it runs, config changes (file or SIGHUP)
+//! are applied by [`crate::reload`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::filter::FilterHost;
 use crate::ha::{self, Elector};
 use crate::health::{self, Readiness};
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::source::client::{ClientOptions, cluster_id, connect};
 use crate::state::seen::SeenSet;
 use crate::state::store::{Store, StoreError};
@@ -42,6 +44,15 @@ pub struct RunOptions {
 
 /// Runs until SIGTERM/SIGINT, then drains and returns.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Taken over at once: SIGHUP's default action would end the process.
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the config reloads on file changes only");
+            None
+        }
+    };
+    let config_src = std::fs::read_to_string(&opts.config).unwrap_or_default();
     let config = Config::load(&opts.config)?;
     tracing::info!(config = %opts.config.display(), "config loaded");
     let metrics = Arc::new(Metrics::with_config(&config.metrics));
@@ -152,13 +163,28 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     setup.seen = start.seen.clone();
     let stream = source::watch(client, &config.source, &specs, start, metrics.clone());
     let stream = health::track_watches(stream, readiness.clone());
-    let exporters = setup.exporters.iter().map(|s| s.exporter.clone()).collect();
+    let (exporters_tx, exporters_rx) = watch::channel(Vec::new());
     tokio::spawn(health::poll_exporters(
         readiness.clone(),
-        exporters,
+        exporters_rx,
         HEALTH_INTERVAL,
         ops_stop.clone(),
     ));
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let reloader = Reloader::new(
+        opts.config.clone(),
+        config.clone(),
+        config_src,
+        setup.filters.clone(),
+        &cluster,
+        metrics.clone(),
+        reload_tx,
+    );
+    tokio::spawn(reloader.run(hup, stop.clone()));
+    let control = pipeline::Control {
+        reconfigure: Some(reload_rx),
+        exporters: Some(exporters_tx),
+    };
     let (cp_tx, cp_rx) = watch::channel(Checkpoint::default());
     tokio::spawn(health::checkpoint_age(
         cp_tx.subscribe(),
@@ -172,7 +198,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .clone()
             .run(cp_rx, config.state.checkpoint_interval, writer_stop.clone()),
     );
-    let summary = pipeline::run(stream, setup, metrics.clone(), stop.clone(), cp_tx).await;
+    let summary = pipeline::run_with(stream, setup, metrics.clone(), stop.clone(), cp_tx, control).await;
     writer_stop.cancel();
     let _ = writer_task.await;
     let written = writer.write(&summary.checkpoint).await;

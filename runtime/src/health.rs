@@ -91,6 +91,23 @@ impl Readiness {
         self.update_gauge();
     }
 
+    /// A reload changed the exporters: `names` replace the list; one that was
+    /// there keeps its state, a new one is not ready until its first poll.
+    pub fn set_exporters(&self, names: Vec<String>) {
+        {
+            let mut st = self.lock();
+            let old = std::mem::take(&mut st.exporters);
+            st.exporters = names
+                .into_iter()
+                .map(|n| match old.iter().find(|(o, _)| *o == n) {
+                    Some((_, why)) => (n, why.clone()),
+                    None => (n, Some("not started".to_string())),
+                })
+                .collect();
+        }
+        self.update_gauge();
+    }
+
     /// Shutting down: not ready from now on.
     pub fn stopping(&self) {
         self.lock().stopping = true;
@@ -144,13 +161,15 @@ where
     })
 }
 
-/// Polls every exporter's health each `interval` until `shutdown`.
+/// Polls every exporter's health each `interval` until `shutdown`. The
+/// exporters are the current value of `set` (a reload changes it).
 pub async fn poll_exporters(
     readiness: Arc<Readiness>,
-    exporters: Vec<SharedExporter>,
+    mut set: watch::Receiver<Vec<SharedExporter>>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let mut exporters: Vec<SharedExporter> = set.borrow_and_update().clone();
     let mut last: Vec<Option<Health>> = vec![None; exporters.len()];
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,6 +177,13 @@ pub async fn poll_exporters(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+        }
+        if set.has_changed().unwrap_or(false) {
+            // Hold only the current exporters: a replaced one must be let go
+            // (its connection closed, its file lock released).
+            exporters = set.borrow_and_update().clone();
+            last = vec![None; exporters.len()];
+            readiness.set_exporters(exporters.iter().map(|e| e.name().to_string()).collect());
         }
         for (i, e) in exporters.iter().enumerate() {
             let h = e.health();

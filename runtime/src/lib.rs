@@ -7,7 +7,8 @@
 //! [`filter`] runs the WASM filter and enricher modules routes name.
 //! [`config`] loads and validates the TOML; [`setup`] builds the parts from it;
 //! [`app`] runs the whole collector; [`metrics`] counts everything; [`http`]
-//! serves /metrics, /healthz and /readyz from the state [`health`] keeps.
+//! serves /metrics, /healthz and /readyz from the state [`health`] keeps;
+//! [`reload`] applies config changes to the running pipeline.
 
 pub mod ack;
 pub mod app;
@@ -22,6 +23,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod route;
 pub mod setup;
 pub mod source;

@@ -37,31 +37,31 @@ pub fn validate_exporter(cfg: &ExporterConfig) -> Result<(), ExporterConfigError
 
 /// Builds every exporter; the first error names its exporter and its place in the file.
 pub fn build_exporters(config: &Config) -> anyhow::Result<Vec<ExporterSlot>> {
-    config
-        .exporters
-        .iter()
-        .map(|e| {
-            let exporter = build_exporter(e).map_err(|err| {
-                let src = std::fs::read_to_string(&config.file).unwrap_or_default();
-                let (line, col) = crate::config::line_col(&src, e.span.start);
-                anyhow::anyhow!("{}:{line}:{col}: {err}", config.file.display())
-            })?;
-            let mut common = e.common.clone();
-            if common.overflow() == Overflow::Spill {
-                // Relative paths are relative to the config file; the default
-                // is `spill/<name>` in the state directory (`[state] dir`).
-                let base = config.file.parent().unwrap_or(std::path::Path::new(""));
-                let state = config.state.dir();
-                let state = if state.is_absolute() { state } else { base.join(state) };
-                common.spill_dir = Some(common.resolved_spill_dir(&e.name, base, &state));
-            }
-            Ok(ExporterSlot {
-                name: e.name.clone(),
-                exporter,
-                common,
-            })
-        })
-        .collect()
+    config.exporters.iter().map(|e| build_slot(config, e)).collect()
+}
+
+/// Builds one exporter of `config` with its pipeline settings; an error names
+/// the exporter and its place in the file.
+pub fn build_slot(config: &Config, e: &ExporterConfig) -> anyhow::Result<ExporterSlot> {
+    let exporter = build_exporter(e).map_err(|err| {
+        let src = std::fs::read_to_string(&config.file).unwrap_or_default();
+        let (line, col) = crate::config::line_col(&src, e.span.start);
+        anyhow::anyhow!("{}:{line}:{col}: {err}", config.file.display())
+    })?;
+    let mut common = e.common.clone();
+    if common.overflow() == Overflow::Spill {
+        // Relative paths are relative to the config file; the default
+        // is `spill/<name>` in the state directory (`[state] dir`).
+        let base = config.file.parent().unwrap_or(std::path::Path::new(""));
+        let state = config.state.dir();
+        let state = if state.is_absolute() { state } else { base.join(state) };
+        common.spill_dir = Some(common.resolved_spill_dir(&e.name, base, &state));
+    }
+    Ok(ExporterSlot {
+        name: e.name.clone(),
+        exporter,
+        common,
+    })
 }
 
 /// Whether any route runs filters (and so the WASM host must be built).

@@ -11,6 +11,10 @@
 //! full, the exporter's `overflow` policy decides: hold `dispatch` (and so the
 //! watch) back, drop, or spill to disk. `tracker` turns exporter
 //! acknowledgements into the checkpoint.
+//!
+//! A running pipeline can be reconfigured ([`run_with`], [`reconfigure`]):
+//! the new routes, filter chains and exporter set travel down the stages in
+//! stream order, so every event is handled entirely by one config.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -21,7 +25,6 @@ use event_collector_exporters::{ErrorKind, Record, RecordFields, SharedExporter}
 use futures::{Stream, StreamExt};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -38,8 +41,11 @@ pub mod transform;
 pub use transform::Chains;
 use transform::{DispatchBatch, Routed, RoutedBatch, Transform, TransformStats};
 pub mod queue;
+pub mod reconfigure;
 
-use queue::{QueueConfig, QueueRx, QueueTx, Queued, Taken};
+use queue::{QueueRx, QueueTx, Queued, Taken};
+use reconfigure::ExporterSet;
+pub use reconfigure::{Control, ExporterPlan, Reconfigure};
 
 /// One exporter with its pipeline settings.
 #[derive(Clone)]
@@ -105,39 +111,36 @@ pub async fn run<S>(
 where
     S: Stream<Item = SourceItem> + Send + 'static,
 {
+    run_with(source, setup, metrics, shutdown, checkpoints, Control::default()).await
+}
+
+/// [`run`], reconfigurable through `control` while it runs.
+pub async fn run_with<S>(
+    source: S,
+    setup: Setup,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    checkpoints: watch::Sender<Checkpoint>,
+    control: Control,
+) -> Summary
+where
+    S: Stream<Item = SourceItem> + Send + 'static,
+{
     let (src_tx, src_rx) = mpsc::channel::<SourceItem>(4096);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckMsg>();
 
     let ingest = tokio::spawn(ingest(source, src_tx, shutdown.clone()));
 
-    let mut queues = Vec::new();
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    for slot in &setup.exporters {
-        let m = metrics.exporter(&slot.name);
-        let (tx, rx) = queue::queue(
-            QueueConfig::from_common(&slot.name, &slot.common),
-            ack_tx.clone(),
-            m.clone(),
-        );
-        queues.push(tx);
-        let dead_letter = slot
-            .common
-            .dead_letter
-            .as_ref()
-            .and_then(|dl| setup.exporters.iter().find(|s| &s.name == dl))
-            .map(|s| (s.clone(), metrics.exporter(&s.name)));
-        workers.push(tokio::spawn(worker(
-            slot.clone(),
-            dead_letter,
-            rx,
-            ack_tx.clone(),
-            m,
-            shutdown.clone(),
-            setup.drain_timeout,
-        )));
-    }
+    let Control { reconfigure, exporters } = control;
+    let mut set = ExporterSet::new(
+        ack_tx.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        setup.drain_timeout,
+        exporters,
+    );
+    let queues = set.start(setup.exporters.clone());
     let tracker = tokio::spawn(tracker(ack_rx, checkpoints, metrics.clone(), setup.seen.clone()));
-    let exporters: Vec<SharedExporter> = setup.exporters.iter().map(|s| s.exporter.clone()).collect();
     let drain_timeout = setup.drain_timeout;
 
     let (routed_tx, routed_rx) = mpsc::channel::<RoutedBatch>(STAGE_DEPTH);
@@ -146,7 +149,8 @@ where
     let dispatch = tokio::spawn(dispatch(dispatch_rx, queues, ack_tx, shutdown.clone()));
     let filters = setup.filters.clone();
 
-    let mut summary = process(src_rx, setup, routed_tx, &metrics, shutdown.clone()).await;
+    let control = reconfigure.map(|rx| (rx, &mut set));
+    let mut summary = process(src_rx, setup, routed_tx, &metrics, shutdown.clone(), control).await;
     let _ = ingest.await;
     let _ = dispatch.await;
     let stats = match transform {
@@ -164,7 +168,8 @@ where
         f.stop_watching();
     }
 
-    // `process` dropped the queue senders: workers drain what is queued and stop.
+    // `dispatch` dropped the queue senders: workers drain what is queued and stop.
+    let (mut workers, exporters) = set.finish();
     let drained = tokio::time::timeout(drain_timeout + Duration::from_secs(1), async {
         for w in &mut workers {
             let _ = w.await;
@@ -248,7 +253,7 @@ fn too_old(ev: &Event, max_age: Duration, now: DateTime<Utc>) -> bool {
 }
 
 struct Process<'a> {
-    setup: &'a Setup,
+    setup: &'a mut Setup,
     metrics: &'a Metrics,
     route_counters: Vec<prometheus_client::metrics::counter::Counter>,
     taken: Vec<usize>,
@@ -358,10 +363,11 @@ impl Process<'_> {
 
 async fn process(
     mut rx: mpsc::Receiver<SourceItem>,
-    setup: Setup,
+    mut setup: Setup,
     out: mpsc::Sender<RoutedBatch>,
     metrics: &Metrics,
     shutdown: CancellationToken,
+    mut control: reconfigure::ProcessControl<'_>,
 ) -> Summary {
     let route_counters = setup
         .routes
@@ -370,7 +376,7 @@ async fn process(
         .map(|r| metrics.route_counter(&r.name))
         .collect();
     let mut p = Process {
-        setup: &setup,
+        setup: &mut setup,
         metrics,
         route_counters,
         taken: Vec::new(),
@@ -379,10 +385,38 @@ async fn process(
         startup_dropped: Vec::new(),
     };
     let mut items = Vec::with_capacity(256);
-    while rx.recv_many(&mut items, 256).await > 0 {
+    loop {
+        let mut reloads_closed = false;
+        let n = match control.as_mut() {
+            // A reconfigure goes between two batches, in stream order.
+            Some((reloads, set)) => tokio::select! {
+                biased;
+                r = reloads.recv() => {
+                    match r {
+                        Some(r) => {
+                            if !reconfigure::apply(&mut p, r, set, &out, &shutdown).await {
+                                break;
+                            }
+                        }
+                        None => reloads_closed = true,
+                    }
+                    None
+                }
+                n = rx.recv_many(&mut items, 256) => Some(n),
+            },
+            None => Some(rx.recv_many(&mut items, 256).await),
+        };
+        if reloads_closed {
+            control = None;
+        }
+        let Some(n) = n else { continue };
+        if n == 0 {
+            break;
+        }
         let mut batch = RoutedBatch {
             items: Vec::with_capacity(items.len()),
             routes: Vec::with_capacity(items.len()),
+            switch: None,
         };
         for item in items.drain(..) {
             match item {
@@ -394,11 +428,8 @@ async fn process(
         if batch.items.is_empty() {
             continue;
         }
-        tokio::select! {
-            biased;
-            sent = out.send(batch) => if sent.is_err() { break },
-            // On shutdown with the stages full, stop: what is not queued stays unacknowledged.
-            _ = shutdown.cancelled() => break,
+        if !reconfigure::send(&mut p, batch, &out, &shutdown, &mut control).await {
+            break;
         }
     }
     p.summary
@@ -412,7 +443,7 @@ fn spawn_transform(
     mut rx: mpsc::Receiver<RoutedBatch>,
     tx: mpsc::Sender<DispatchBatch>,
 ) -> std::io::Result<std::thread::JoinHandle<TransformStats>> {
-    let stack = host.as_ref().map_or(0, |h| h.max_stack()) + (4 << 20);
+    let stack = filter_stack_budget(host.as_deref()) + (4 << 20);
     std::thread::Builder::new()
         .name("filters".into())
         .stack_size(stack)
@@ -422,24 +453,36 @@ fn spawn_transform(
                 let mut out = DispatchBatch {
                     regs: Vec::with_capacity(batch.items.len()),
                     sends: Vec::with_capacity(batch.items.len()),
+                    switch: None,
                 };
                 t.batch(batch, &mut out);
                 if tx.blocking_send(out).is_err() {
                     break;
                 }
             }
+            t.stop_watching();
             t.stats
         })
+}
+
+/// The native stack the filter thread keeps for WASM code: the host's
+/// `max_stack`, and at least [`reconfigure::MIN_FILTER_STACK`] so that a
+/// reload can bring filters in (the thread's stack is fixed when it starts).
+pub fn filter_stack_budget(host: Option<&FilterHost>) -> usize {
+    host.map_or(0, |h| h.max_stack()).max(reconfigure::MIN_FILTER_STACK)
 }
 
 /// Registers each batch with the tracker, then puts its records on the exporter queues.
 async fn dispatch(
     mut rx: mpsc::Receiver<DispatchBatch>,
-    queues: Vec<QueueTx>,
+    mut queues: Vec<Option<QueueTx>>,
     ack_tx: mpsc::UnboundedSender<AckMsg>,
     shutdown: CancellationToken,
 ) {
-    'outer: while let Some(DispatchBatch { regs, sends }) = rx.recv().await {
+    'outer: while let Some(DispatchBatch { regs, sends, switch }) = rx.recv().await {
+        if let Some(sw) = switch {
+            reconfigure::switch_queues(&mut queues, *sw);
+        }
         // Register before queueing, so no acknowledgement can overtake its registration.
         if !regs.is_empty() && ack_tx.send(AckMsg::Register(regs)).is_err() {
             break;
@@ -448,7 +491,7 @@ async fn dispatch(
             tokio::select! {
                 biased;
                 // A closed queue (its worker gave up) leaves the event unacknowledged.
-                _ = queues[target].send(queued) => {}
+                _ = async { if let Some(Some(q)) = queues.get(target) { let _ = q.send(queued).await; } } => {}
                 // On shutdown with a full queue, stop: what is not queued stays unacknowledged.
                 _ = shutdown.cancelled() => break 'outer,
             }
@@ -456,41 +499,73 @@ async fn dispatch(
     }
 }
 
-/// Batches, exports and retries for one exporter: events from its memory
-/// queue are acknowledged once delivered; records read back from its spill
-/// queue (acknowledged when spilled) are removed from disk once delivered.
-async fn worker(
+/// What one exporter's worker runs with.
+struct WorkerCtx {
     slot: ExporterSlot,
     dead_letter: Option<(ExporterSlot, ExporterMetrics)>,
-    rx: QueueRx,
     ack_tx: mpsc::UnboundedSender<AckMsg>,
     m: ExporterMetrics,
     shutdown: CancellationToken,
     drain_timeout: Duration,
-) {
+    /// Cancelled when a reload replaces or removes this exporter: instead of
+    /// retrying a failing batch, hand it and everything queued until the queue
+    /// closes to the successor.
+    retire: CancellationToken,
+}
+
+/// Batches, exports and retries for one exporter: events from its memory
+/// queue are acknowledged once delivered; records read back from its spill
+/// queue (acknowledged when spilled) are removed from disk once delivered.
+/// `carry` (events a replaced predecessor could not deliver) goes first.
+/// Returns what it hands over to its own successor once retired (else nothing).
+async fn worker(ctx: WorkerCtx, rx: QueueRx, mut carry: Vec<Queued>) -> Vec<Queued> {
+    let WorkerCtx {
+        slot,
+        dead_letter,
+        ack_tx,
+        m,
+        shutdown,
+        drain_timeout,
+        retire,
+    } = ctx;
     let max = slot.common.batch_max_events.max(1);
     let mut batch: Vec<Arc<Record>> = Vec::with_capacity(max);
     let mut seqs: Vec<u64> = Vec::with_capacity(max);
-    while let Some(taken) = rx.next(max, slot.common.batch_timeout).await {
+    loop {
+        let taken = if carry.is_empty() {
+            match rx.next(max, slot.common.batch_timeout).await {
+                Some(t) => t,
+                None => break,
+            }
+        } else {
+            Taken::Mem(carry.drain(..carry.len().min(max)).collect())
+        };
         let retry = Retry {
             shutdown: &shutdown,
             drain_timeout,
+            retire: &retire,
         };
         match taken {
             Taken::Mem(queued) => {
                 batch.clear();
                 seqs.clear();
-                for (seq, rec) in queued {
-                    seqs.push(seq);
-                    batch.push(rec);
+                for (seq, rec) in &queued {
+                    seqs.push(*seq);
+                    batch.push(rec.clone());
                 }
                 match export_with_retry(&slot, &batch, &m, dead_letter.as_ref(), &retry, Some(&rx)).await {
                     Outcome::Done => m.observe_lag(&batch),
                     Outcome::Spilled => {}
-                    Outcome::GaveUp => return,
+                    Outcome::GaveUp if retire.is_cancelled() && !shutdown.is_cancelled() => {
+                        let mut handed = queued;
+                        handed.append(&mut carry);
+                        handed.extend(rx.forward_all().await);
+                        return handed;
+                    }
+                    Outcome::GaveUp => return Vec::new(),
                 }
                 if ack_tx.send(AckMsg::Acked(seqs.clone())).is_err() {
-                    return;
+                    return Vec::new();
                 }
             }
             Taken::Spill(spilled) => {
@@ -499,11 +574,18 @@ async fn worker(
                         m.observe_lag(&spilled.records);
                         rx.ack_spill(spilled).await
                     }
-                    Outcome::GaveUp => return,
+                    // Spilled records stay on disk for the next queue on this directory.
+                    Outcome::GaveUp if retire.is_cancelled() && !shutdown.is_cancelled() => {
+                        let mut handed = std::mem::take(&mut carry);
+                        handed.extend(rx.forward_all().await);
+                        return handed;
+                    }
+                    Outcome::GaveUp => return Vec::new(),
                 }
             }
         }
     }
+    Vec::new()
 }
 
 /// How `export_with_retry` ended.
@@ -521,12 +603,18 @@ enum Outcome {
 struct Retry<'a> {
     shutdown: &'a CancellationToken,
     drain_timeout: Duration,
+    /// Cancelled: the exporter was replaced by a reload; stop retrying at once.
+    retire: &'a CancellationToken,
 }
 
 impl Retry<'_> {
-    /// Sleeps `backoff` with jitter; false if shutdown's drain time would run out first.
+    /// Sleeps `backoff` with jitter; false if shutdown's drain time would run
+    /// out first, or if the exporter was retired (its successor takes over).
     async fn sleep(&self, backoff: Duration, give_up_at: &mut Option<Instant>) -> bool {
         let jittered = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+        if self.retire.is_cancelled() && !self.shutdown.is_cancelled() {
+            return false;
+        }
         if self.shutdown.is_cancelled() {
             let limit = *give_up_at.get_or_insert_with(|| Instant::now() + self.drain_timeout);
             if Instant::now() + jittered > limit {
@@ -537,6 +625,7 @@ impl Retry<'_> {
             tokio::select! {
                 _ = tokio::time::sleep(jittered) => {}
                 _ = self.shutdown.cancelled() => {}
+                _ = self.retire.cancelled() => return self.shutdown.is_cancelled(),
             }
         }
         true

@@ -433,6 +433,32 @@ impl QueueRx {
         Some(Taken::Mem(batch))
     }
 
+    /// Takes every event queued from now until the queue is closed, oldest
+    /// first, unacknowledged (with `spill`: those not yet written to disk;
+    /// what is on disk stays there). A retired worker hands them to its
+    /// successor instead of exporting them.
+    pub async fn forward_all(&self) -> Vec<Queued> {
+        let sh = &*self.shared;
+        let mut out: Vec<Queued> = Vec::new();
+        loop {
+            {
+                let mut st = lock(&sh.state);
+                out.extend(st.mem.drain(..));
+                out.extend(st.pending.drain(..));
+                st.mem_bytes = 0;
+                st.pending_bytes = 0;
+                sh.publish(&st);
+                let done = st.closed && st.writing == 0;
+                drop(st);
+                sh.room.notify_one();
+                if done {
+                    return out;
+                }
+            }
+            sh.data.notified().await;
+        }
+    }
+
     /// Reads a batch from the spill store; None if nothing usable was there (state refreshed).
     async fn read_spill(&self, max: usize) -> Option<SpillBatch> {
         let sh = self.shared.clone();

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use event_collector_exporters::Record;
 
+use super::reconfigure::{DispatchSwitch, Switch};
 use super::{Queued, dead_letter_json, to_record};
 use crate::ack::Pending;
 use crate::event::Event;
@@ -42,6 +43,8 @@ pub(super) struct Routed {
 pub(super) struct RoutedBatch {
     pub items: Vec<Routed>,
     pub routes: Vec<u32>,
+    /// A reconfigure, applied before `items` (which then are empty).
+    pub switch: Option<Box<Switch>>,
 }
 
 /// What `dispatch` registers with the tracker and puts on the exporter queues.
@@ -49,6 +52,8 @@ pub(super) struct RoutedBatch {
 pub(super) struct DispatchBatch {
     pub regs: Vec<(u64, Pending)>,
     pub sends: Vec<(usize, Queued)>,
+    /// A reconfigure's new exporter queues, switched to before `sends`.
+    pub switch: Option<Box<DispatchSwitch>>,
 }
 
 /// What the stage counted, for the run's summary.
@@ -107,7 +112,16 @@ impl Transform {
     }
 
     pub fn batch(&mut self, batch: RoutedBatch, out: &mut DispatchBatch) {
-        let RoutedBatch { items, routes } = batch;
+        let RoutedBatch { items, routes, switch } = batch;
+        if let Some(sw) = switch {
+            let Switch {
+                chains,
+                filters,
+                queues,
+            } = *sw;
+            self.switch(chains, filters);
+            out.switch = Some(Box::new(queues));
+        }
         for r in items {
             let taken = &routes[r.routes.start as usize..r.routes.end as usize];
             self.event(r.seq, r.pending, r.event, taken, out);
@@ -130,6 +144,33 @@ impl Transform {
         out.regs.push((seq, pending));
         for (exporter, record, _) in self.targets.drain(..) {
             out.sends.push((exporter, (seq, record)));
+        }
+    }
+
+    /// Switches to a reload's chains. The filter worker (and its instances)
+    /// stays when the host does; a new host gets a new worker.
+    fn switch(&mut self, chains: Chains, host: Option<Arc<FilterHost>>) {
+        let same_host = match (&self.host, &host) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_host {
+            self.worker = None;
+            self.host = host;
+        }
+        self.chains = chains;
+        if !self.chains.any_filters() {
+            self.worker = None;
+        } else if self.worker.is_none() {
+            self.worker = self.host.as_ref().map(|h| h.worker());
+        }
+    }
+
+    /// Stops the current host's module watcher (at the end of the run).
+    pub fn stop_watching(&self) {
+        if let Some(h) = &self.host {
+            h.stop_watching();
         }
     }
 
