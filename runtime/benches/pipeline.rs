@@ -104,7 +104,12 @@ fn normalized(api: Api, raw: &RawEvent) -> Event {
 
 fn bench(c: &mut Criterion) {
     let corpus = corpus();
-    let first = |api: Api| corpus.iter().find(|(a, ..)| *a == api).expect("both APIs in the corpus");
+    let first = |api: Api| {
+        corpus
+            .iter()
+            .find(|(a, ..)| *a == api)
+            .expect("both APIs in the corpus")
+    };
     let core = first(Api::CoreV1);
     let v1 = first(Api::EventsV1);
     let events: Vec<Event> = corpus.iter().map(|(api, raw, _)| normalized(*api, raw)).collect();
@@ -155,25 +160,31 @@ fn bench(c: &mut Criterion) {
             black_box(n)
         })
     });
-    g.bench_function(format!("decode + normalize + route + serialize, mixed corpus of {}", events.len()), |b| {
-        let mut taken = Vec::new();
-        b.iter(|| {
-            let mut bytes = 0;
-            for (_, _, line) in &corpus {
-                let Ok(Some(Recorded::Applied(api, raw))) = decode(line) else {
-                    continue;
-                };
-                let Ok(ev) = normalize(api, raw, WatchType::Added, None, &opts()) else {
-                    continue;
-                };
-                table.evaluate(&ev, &mut taken);
-                if !taken.is_empty() {
-                    bytes += to_record(&ev).json.len();
+    g.bench_function(
+        format!(
+            "decode + normalize + route + serialize, mixed corpus of {}",
+            events.len()
+        ),
+        |b| {
+            let mut taken = Vec::new();
+            b.iter(|| {
+                let mut bytes = 0;
+                for (_, _, line) in &corpus {
+                    let Ok(Some(Recorded::Applied(api, raw))) = decode(line) else {
+                        continue;
+                    };
+                    let Ok(ev) = normalize(api, raw, WatchType::Added, None, &opts()) else {
+                        continue;
+                    };
+                    table.evaluate(&ev, &mut taken);
+                    if !taken.is_empty() {
+                        bytes += to_record(&ev).json.len();
+                    }
                 }
-            }
-            black_box(bytes)
-        })
-    });
+                black_box(bytes)
+            })
+        },
+    );
     g.finish();
 }
 
