@@ -49,4 +49,6 @@ fi
 
 step "cargo test"
 cargo test --workspace --locked -- --test-threads=2
+step "pipeline benchmark, smoke run (debug build, 10,000 events; keeps dev_setup/bench.sh working)"
+bash dev_setup/bench.sh --smoke
 step "done"

@@ -317,15 +317,20 @@ async fn replay(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let stream = source::replay::source(file, &config.source, metrics.clone())?;
+    let (stream, stamps) = source::replay::latency::stamp(stream);
     let started = std::time::Instant::now();
-    let (cp_tx, _cp_rx) = watch::channel(Checkpoint::default());
+    let (cp_tx, cp_rx) = watch::channel(Checkpoint::default());
+    let latency = tokio::spawn(source::replay::latency::observe(stamps, cp_rx));
     let summary = pipeline::run(stream, setup, metrics, shutdown, cp_tx).await;
     let secs = started.elapsed().as_secs_f64();
     let events = summary.checkpoint.acked_below;
+    let latency = latency.await.unwrap_or_default();
     tracing::info!(
         file = %file.display(), events, routed = summary.routed, filtered_out = summary.filtered_out,
         unacknowledged = summary.unacknowledged, seconds = secs,
         events_per_second = (events as f64 / secs.max(1e-9)) as u64,
+        latency_samples = latency.samples, latency_median_us = latency.median_us,
+        latency_p99_us = latency.p99_us, latency_max_us = latency.max_us,
         "replay done"
     );
     Ok(())

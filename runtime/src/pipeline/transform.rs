@@ -196,7 +196,8 @@ impl Transform {
         let base = Arc::new(to_record(&event));
         self.memo.clear();
         let mut kept = false;
-        for &r in taken {
+        let mut event = Some(event);
+        for (k, &r) in taken.iter().enumerate() {
             let r = r as usize;
             let output = if self.chains.filters[r].is_empty() {
                 Some(base.clone())
@@ -207,7 +208,13 @@ impl Transform {
             {
                 out.clone()
             } else {
-                let out = self.run_chain(r, &event, &base);
+                // The chain takes the event: the last route's run gets it, earlier ones a copy.
+                let ev = if k + 1 == taken.len() {
+                    event.take()
+                } else {
+                    event.clone()
+                };
+                let out = ev.and_then(|ev| self.run_chain(r, ev, &base));
                 self.memo.push((r, out.clone()));
                 out
             };
@@ -225,9 +232,9 @@ impl Transform {
     }
 
     /// Runs route `r`'s chain; the record to send, or None when it dropped the event.
-    fn run_chain(&mut self, r: usize, event: &Event, base: &Arc<Record>) -> Option<Arc<Record>> {
+    fn run_chain(&mut self, r: usize, event: Event, base: &Arc<Record>) -> Option<Arc<Record>> {
         let worker = self.worker.as_mut()?;
-        match worker.run_chain(&self.chains.filters[r], event.clone(), Some(&base.json)) {
+        match worker.run_chain(&self.chains.filters[r], event, Some(&base.json)) {
             ChainOutcome::Keep { replaced: false, .. } => Some(base.clone()),
             ChainOutcome::Keep { event, replaced: true } => Some(Arc::new(to_record(&event))),
             ChainOutcome::Drop { .. } => None,

@@ -9,7 +9,10 @@
 //! decoded on a thread of their own, in batches, and go through the same
 //! classification (repeats, duplicates, deletions) as a live watch. A line
 //! that cannot be read is counted and logged with `file:line`; the replay goes
-//! on. The stream ends at the end of the file.
+//! on. The stream ends at the end of the file. [`latency`] times events from
+//! the source to their acknowledgement, for the benchmark.
+
+pub mod latency;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
