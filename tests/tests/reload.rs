@@ -161,10 +161,7 @@ async fn config_changes_apply_live_invalid_ones_are_rejected_and_sighup_reloads(
     let applied = wait_for(WAIT, || reloads(port, "applied").filter(|v| *v >= 3.0));
     assert_eq!(applied, Some(3.0), "{}", c.log_text());
     let log = c.log_text();
-    let line = log
-        .lines()
-        .rfind(|l| l.contains("config reloaded"))
-        .unwrap_or_default();
+    let line = log.lines().rfind(|l| l.contains("config reloaded")).unwrap_or_default();
     assert!(line.contains("SIGHUP"), "{line}");
     assert!(line.contains(r#"exporters_kept=["a", "b"]"#), "{line}");
     create(&client, "w", 13..15, "Warning").await;
