@@ -38,6 +38,7 @@ pub mod transform;
 pub use transform::Chains;
 use transform::{DispatchBatch, Routed, RoutedBatch, Transform, TransformStats};
 pub mod queue;
+mod recovery;
 
 use queue::{QueueConfig, QueueRx, QueueTx, Queued, Taken};
 
@@ -64,6 +65,8 @@ pub struct Setup {
     pub drain_timeout: Duration,
     /// The seen-set fully acknowledged events are recorded in (see `crate::state`).
     pub seen: Option<crate::state::seen::SharedSeen>,
+    /// Per exporter: the position saved with the checkpoint, to read the sink back from (see `recovery`).
+    pub recover_from: std::collections::BTreeMap<String, String>,
 }
 
 /// What a finished run reports.
@@ -87,6 +90,7 @@ pub struct Summary {
 pub(crate) enum AckMsg {
     Register(Vec<(u64, Pending)>),
     Acked(Vec<u64>),
+    Sample(crate::ack::SinkSample),
 }
 
 /// Batches in flight between stages.
@@ -107,6 +111,8 @@ where
 {
     let (src_tx, src_rx) = mpsc::channel::<SourceItem>(4096);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckMsg>();
+    let delivered = recovery::recover(&setup.exporters, &setup.recover_from).await;
+    let sampler = recovery::Sampler::new(&setup.exporters);
 
     let ingest = tokio::spawn(ingest(source, src_tx, shutdown.clone()));
 
@@ -142,8 +148,14 @@ where
 
     let (routed_tx, routed_rx) = mpsc::channel::<RoutedBatch>(STAGE_DEPTH);
     let (dispatch_tx, dispatch_rx) = mpsc::channel::<DispatchBatch>(STAGE_DEPTH);
-    let transform = spawn_transform(setup.chains.clone(), setup.filters.clone(), routed_rx, dispatch_tx);
-    let dispatch = tokio::spawn(dispatch(dispatch_rx, queues, ack_tx, shutdown.clone()));
+    let transform = spawn_transform(
+        setup.chains.clone(),
+        setup.filters.clone(),
+        delivered,
+        routed_rx,
+        dispatch_tx,
+    );
+    let dispatch = tokio::spawn(dispatch(dispatch_rx, queues, ack_tx, sampler, shutdown.clone()));
     let filters = setup.filters.clone();
 
     let mut summary = process(src_rx, setup, routed_tx, &metrics, shutdown.clone()).await;
@@ -160,6 +172,12 @@ where
     };
     summary.filtered_out = stats.filtered_out;
     summary.filter_dead_lettered = stats.dead_lettered;
+    if stats.recovered > 0 {
+        tracing::info!(
+            events = stats.recovered,
+            "not sent again: already in their sinks (written after the last checkpoint)"
+        );
+    }
     if let Some(f) = filters {
         f.stop_watching();
     }
@@ -409,6 +427,7 @@ async fn process(
 fn spawn_transform(
     chains: Chains,
     host: Option<Arc<FilterHost>>,
+    delivered: Vec<event_collector_exporters::Delivered>,
     mut rx: mpsc::Receiver<RoutedBatch>,
     tx: mpsc::Sender<DispatchBatch>,
 ) -> std::io::Result<std::thread::JoinHandle<TransformStats>> {
@@ -417,7 +436,7 @@ fn spawn_transform(
         .name("filters".into())
         .stack_size(stack)
         .spawn(move || {
-            let mut t = Transform::new(chains, host);
+            let mut t = Transform::new(chains, host).with_delivered(delivered);
             while let Some(batch) = rx.blocking_recv() {
                 let mut out = DispatchBatch {
                     regs: Vec::with_capacity(batch.items.len()),
@@ -437,9 +456,17 @@ async fn dispatch(
     mut rx: mpsc::Receiver<DispatchBatch>,
     queues: Vec<QueueTx>,
     ack_tx: mpsc::UnboundedSender<AckMsg>,
+    mut sampler: recovery::Sampler,
     shutdown: CancellationToken,
 ) {
     'outer: while let Some(DispatchBatch { regs, sends }) = rx.recv().await {
+        // Sink positions before anything of this batch is queued (see `recovery`).
+        if let Some(first) = regs.first()
+            && let Some(sample) = sampler.before(first.0)
+            && ack_tx.send(AckMsg::Sample(sample)).is_err()
+        {
+            break;
+        }
         // Register before queueing, so no acknowledgement can overtake its registration.
         if !regs.is_empty() && ack_tx.send(AckMsg::Register(regs)).is_err() {
             break;
@@ -722,9 +749,13 @@ async fn tracker(
             match msg {
                 AckMsg::Register(regs) => regs.into_iter().for_each(|(seq, p)| t.register(seq, p)),
                 AckMsg::Acked(seqs) => seqs.into_iter().for_each(|s| t.ack(s)),
+                AckMsg::Sample(sample) => t.sample(sample),
             }
         }
-        if t.advance() || out.borrow().acked_below != t.checkpoint().acked_below {
+        if t.advance()
+            || out.borrow().acked_below != t.checkpoint().acked_below
+            || out.borrow().sinks != t.checkpoint().sinks
+        {
             out.send_replace(t.checkpoint().clone());
         }
         metrics.checkpoint_pending.set(t.pending() as i64);
