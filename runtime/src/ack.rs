@@ -307,7 +307,11 @@ mod tests {
         let seen = crate::state::seen::SeenSet::new(std::time::Duration::from_secs(3600), 100).shared();
         let mut t = AckTracker::with_seen(Some(seen.clone()));
         t.sample(sample(0, "p0"));
-        assert_eq!(t.checkpoint().sinks["vol"], "p0", "nothing pending: the first sample holds");
+        assert_eq!(
+            t.checkpoint().sinks["vol"],
+            "p0",
+            "nothing pending: the first sample holds"
+        );
         t.register(0, p(0, "10", 1));
         t.sample(sample(1, "p1"));
         t.register(1, p(0, "11", 1));
@@ -321,7 +325,11 @@ mod tests {
         t.ack(0);
         t.advance();
         assert_eq!(t.checkpoint().acked_below, 3);
-        assert_eq!(t.checkpoint().sinks["vol"], "p2", "the newest sample not after the prefix");
+        assert_eq!(
+            t.checkpoint().sinks["vol"],
+            "p2",
+            "the newest sample not after the prefix"
+        );
         // A sample without this exporter keeps its older position.
         t.sample(SinkSample {
             seq: 3,

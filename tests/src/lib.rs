@@ -210,7 +210,11 @@ pub fn read_volume(dir: &Path) -> Result<Vec<Value>> {
             continue;
         };
         // A last line without its newline is being written (or was torn by a kill): not there yet.
-        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')).map(str::trim_end) {
+        for line in text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(str::trim_end)
+        {
             if line.is_empty() {
                 continue;
             }

@@ -378,12 +378,20 @@ retry_period = "500ms""#;
     let cfg_a = write(
         s.work.path(),
         "a.toml",
-        &config(&out, &s.work.path().join("sa"), &format!("{ha}\nidentity = \"replica-a\"")),
+        &config(
+            &out,
+            &s.work.path().join("sa"),
+            &format!("{ha}\nidentity = \"replica-a\""),
+        ),
     );
     let cfg_b = write(
         s.work.path(),
         "b.toml",
-        &config(&out, &s.work.path().join("sb"), &format!("{ha}\nidentity = \"replica-b\"")),
+        &config(
+            &out,
+            &s.work.path().join("sb"),
+            &format!("{ha}\nidentity = \"replica-b\""),
+        ),
     );
     let mut a = Collector::start(&cfg_a, s.cluster.collector_kubeconfig(), &[]).unwrap();
     assert!(
@@ -396,7 +404,11 @@ retry_period = "500ms""#;
     let client = s.cluster.admin_client().await.unwrap();
     let creating = tokio::spawn(async move { create_many(client, "h", 3000, 16).await });
     assert!(wait_for(WAIT, || (count_events(&out) >= 1000).then_some(())).is_some());
-    assert_eq!(lock_owner(&out), a.child.id().to_string(), "only the leader opens the output");
+    assert_eq!(
+        lock_owner(&out),
+        a.child.id().to_string(),
+        "only the leader opens the output"
+    );
     kill9(&mut a);
     let created = creating.await.unwrap();
     let t = wait_all(&[&out], &keys(&created));

@@ -463,19 +463,21 @@ async fn sigkill_mid_stream_then_restart_produces_nothing_twice() {
 
     let mut collector = Collector::start(&config, cluster.collector_kubeconfig(), &[]).unwrap();
     let c = consumer(&kafka.brokers, "e2e-all", &["k8s-events"]);
-    let got = tokio::task::block_in_place(|| consume_until(&c, Duration::from_secs(180), |m| {
-        let have: HashSet<(String, String)> = m
-            .iter()
-            .map(|m| {
-                let e = json(m);
-                (
-                    e["uid"].as_str().unwrap().to_string(),
-                    e["resource_version"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        created.is_subset(&have)
-    }));
+    let got = tokio::task::block_in_place(|| {
+        consume_until(&c, Duration::from_secs(180), |m| {
+            let have: HashSet<(String, String)> = m
+                .iter()
+                .map(|m| {
+                    let e = json(m);
+                    (
+                        e["uid"].as_str().unwrap().to_string(),
+                        e["resource_version"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            created.is_subset(&have)
+        })
+    });
     let log = collector.log_text();
     let mut count: HashMap<(String, String), usize> = HashMap::new();
     for m in &got {
@@ -493,7 +495,10 @@ async fn sigkill_mid_stream_then_restart_produces_nothing_twice() {
         created.len()
     );
     assert_eq!((lost, duplicated), (0, 0), "first run:\n{first_log}\nrestart:\n{log}");
-    assert!(log.contains("read back what was produced after the saved position"), "{log}");
+    assert!(
+        log.contains("read back what was produced after the saved position"),
+        "{log}"
+    );
     let status = collector.terminate().unwrap();
     assert!(status.success(), "clean exit; log:\n{}", collector.log_text());
 }

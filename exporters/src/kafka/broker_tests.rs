@@ -220,6 +220,43 @@ async fn delivers_with_keys_headers_and_partitions() {
     }
 }
 
+/// What was produced after a position is read back from the topic by a new
+/// exporter (a restart after a kill), exactly; nothing before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_back_exactly_what_was_produced_after_a_position() {
+    let broker = Broker::start();
+    let ev = |i: usize| {
+        Arc::new(Record::new(
+            fields(i, i % 5, "default"),
+            format!("{{\"uid\":\"uid-{i}\",\"resource_version\":\"{}\"}}", 1000 + i),
+        ))
+    };
+    let batch = |r: std::ops::Range<usize>| -> Vec<Arc<Record>> { r.map(ev).collect() };
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    e.export(&batch(0..20)).await.unwrap();
+    let pos = e.position().expect("a position once delivered");
+    assert!(pos.starts_with("kafka-v1;events:"), "{pos}");
+    e.export(&batch(20..50)).await.unwrap();
+    let end = e.position().unwrap();
+    drop(e);
+
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    let got = e.recover(Some(&pos)).await.unwrap();
+    let mut want = crate::Delivered::default();
+    for i in 20..50 {
+        want.insert(&format!("uid-{i}"), &(1000 + i).to_string());
+    }
+    assert_eq!(got, want);
+    assert!(e.recover(Some(&end)).await.unwrap().is_empty(), "nothing after the end");
+    assert!(
+        e.recover(None).await.unwrap().is_empty(),
+        "no saved state: nothing to read"
+    );
+    // The position of the new exporter covers every partition read.
+    assert!(e.position().is_some());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn templated_topics_are_created_and_sanitized() {
     let broker = Broker::start();

@@ -165,7 +165,11 @@ pub(super) fn read_back(
     timeout: Duration,
 ) -> Result<ReadBack, String> {
     let deadline = Instant::now() + timeout;
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100))
+    };
     let consumer: BaseConsumer = consumer_config(producer_config, name)
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
@@ -269,14 +273,17 @@ mod tests {
         assert_eq!(o.encode(), "kafka-v1;k8s-events:2:10,k8s-events.ns_a:0:3");
         assert_eq!(Offsets::decode(&o.encode()), Some(o.clone()));
         assert_eq!(Offsets::decode("kafka-v1;"), Some(Offsets::default()));
-        for bad in ["volume-v1;-;1;2;3", "kafka-v1;t:x:1", "kafka-v1;:0:1", "kafka-v1;t:0:-4", "kafka-v1;t:0"] {
+        for bad in [
+            "volume-v1;-;1;2;3",
+            "kafka-v1;t:x:1",
+            "kafka-v1;:0:1",
+            "kafka-v1;t:0:-4",
+            "kafka-v1;t:0",
+        ] {
             assert_eq!(Offsets::decode(bad), None, "{bad}");
         }
         let mut e: Vec<_> = o.entries().map(|(t, p, x)| (t.to_string(), p, x)).collect();
         e.sort();
-        assert_eq!(
-            e,
-            vec![("k8s-events".into(), 2, 10), ("k8s-events.ns_a".into(), 0, 3)]
-        );
+        assert_eq!(e, vec![("k8s-events".into(), 2, 10), ("k8s-events.ns_a".into(), 0, 3)]);
     }
 }

@@ -70,7 +70,13 @@ fn marks_round_trip_and_foreign_positions_are_refused() {
     assert_eq!(Mark::decode(&m.encode()), Some(m.clone()));
     let none = Mark { last: None, ..m };
     assert_eq!(Mark::decode(&none.encode()), Some(none));
-    for bad in ["", "kafka-v1;x", "volume-v1;-;1;2", "volume-v1;-;1;2;3;4", "volume-v1;-;a;2;3"] {
+    for bad in [
+        "",
+        "kafka-v1;x",
+        "volume-v1;-;1;2",
+        "volume-v1;-;1;2;3;4",
+        "volume-v1;-;a;2;3",
+    ] {
         assert_eq!(Mark::decode(bad), None, "{bad}");
     }
 }

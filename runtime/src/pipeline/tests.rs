@@ -48,8 +48,7 @@ impl Exporter for Fake {
         Ok(())
     }
     fn position(&self) -> Option<String> {
-        self.positions
-            .then(|| format!("n={}", self.got.lock().unwrap().len()))
+        self.positions.then(|| format!("n={}", self.got.lock().unwrap().len()))
     }
     async fn recover(&self, from: Option<&str>) -> Result<event_collector_exporters::Delivered, ExportError> {
         *self.asked_from.lock().unwrap() = Some(from.map(str::to_string));
@@ -180,7 +179,11 @@ async fn routes_to_the_right_exporters_once_each() {
 #[tokio::test]
 async fn records_a_sink_already_holds_are_not_sent_to_it_again() {
     let (warn, all) = (fake("warn", 0), fake("all", 0));
-    *all.held.lock().unwrap() = vec![("w1".into(), "1".into()), ("n1".into(), "2".into()), ("old".into(), "0".into())];
+    *all.held.lock().unwrap() = vec![
+        ("w1".into(), "1".into()),
+        ("n1".into(), "2".into()),
+        ("old".into(), "0".into()),
+    ];
     // A same uid at another resourceVersion is another occurrence: sent.
     warn.held.lock().unwrap().push(("w2".into(), "9".into()));
     let items = vec![

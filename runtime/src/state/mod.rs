@@ -171,8 +171,11 @@ mod tests {
             acked_at: vec![Some(Utc::now())],
             sinks: [("vol".to_string(), "p2".to_string())].into(),
         };
-        let prior_sinks: BTreeMap<String, String> =
-            [("vol".to_string(), "p1".to_string()), ("kafka".to_string(), "k1".to_string())].into();
+        let prior_sinks: BTreeMap<String, String> = [
+            ("vol".to_string(), "p1".to_string()),
+            ("kafka".to_string(), "k1".to_string()),
+        ]
+        .into();
         let mut prior = BTreeMap::new();
         prior.insert(
             keys[1].clone(),
@@ -209,6 +212,10 @@ mod tests {
     }
 
     fn prior_sinks_after() -> BTreeMap<String, String> {
-        [("vol".to_string(), "p2".to_string()), ("kafka".to_string(), "k1".to_string())].into()
+        [
+            ("vol".to_string(), "p2".to_string()),
+            ("kafka".to_string(), "k1".to_string()),
+        ]
+        .into()
     }
 }
