@@ -190,6 +190,13 @@ fn setup() -> Setup {
     }
 }
 
+/// The log lines of a restart about what was read back from the sink and not sent again.
+fn recovery_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("read back") || l.contains("not sent again"))
+        .collect()
+}
+
 fn report(row: &str, t: &Tally) {
     eprintln!(
         "fault-matrix {row}: created={} lost={} duplicated={} gap_records={} other={}",
@@ -217,6 +224,7 @@ async fn row1_sigkill_mid_stream_then_restart() {
     let t = wait_all(&[&out], &keys(&created));
     let status = c.terminate().unwrap();
     report("row 1 (SIGKILL)", &t);
+    eprintln!("row 1 restart: {:#?}", recovery_lines(&c.log_text()));
     assert!(status.success(), "{status}\n{}", c.log_text());
     // Exactly once: what was written after the last checkpoint write is read
     // back from the output at the restart and not written again.
@@ -416,6 +424,7 @@ retry_period = "500ms""#;
     let status = b.terminate().unwrap();
     report("row 7 (leader SIGKILL, standby takes over)", &t);
     let log = b.log_text();
+    eprintln!("row 7 takeover: {:#?}", recovery_lines(&log));
     assert!(status.success(), "{log}");
     assert!(
         log.contains("acquired the lease") && log.contains("resuming from the checkpoint"),
