@@ -105,7 +105,7 @@ impl SeenSet {
             .filter(|(_, (_, at))| now.saturating_sub(*at) <= self.ttl)
             .map(|(k, e)| (*k, *e))
             .collect();
-        v.sort_unstable_by(|a, b| b.1.1.cmp(&a.1.1));
+        v.sort_unstable_by_key(|e| std::cmp::Reverse(e.1.1));
         v.truncate(max);
         v
     }
