@@ -432,6 +432,7 @@ async fn create_many(client: kube::Client, ns: &str, prefix: &str, n: usize) -> 
 /// from the topic at the restart and not produced again: every event is in
 /// the topic exactly once.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "open: the Kafka read-back is not verified yet (see exporters/src/kafka/broker_tests.rs)"]
 async fn sigkill_mid_stream_then_restart_produces_nothing_twice() {
     let cluster = Cluster::start().expect("cluster");
     cluster.create_namespace("e2e").unwrap();

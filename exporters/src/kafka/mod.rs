@@ -907,6 +907,8 @@ impl Shared {
                         Ok(()) => {
                             tracing::info!(exporter = %self.name, topic, partitions = ct.partitions, "created the topic");
                             self.remember_topic(topic);
+                            let ids: Vec<i32> = (0..ct.partitions).collect();
+                            self.seed_offsets(&producer, topic, &ids);
                             None
                         }
                         Err(e) => Some(format!("topic `{topic}` does not exist and cannot be created: {e}")),
