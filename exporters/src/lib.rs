@@ -6,6 +6,7 @@
 //! the runtime: records arrive already serialized, so a sink only writes bytes
 //! and keys them on the few fields in [`RecordFields`].
 
+pub mod delivered;
 pub mod elasticsearch;
 pub mod kafka;
 pub mod stdout;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+
+pub use delivered::Delivered;
 
 /// The fields of an event that exporters key, route or name things on.
 /// Everything else stays inside [`Record::json`].
@@ -164,6 +167,31 @@ pub trait Exporter: Send + Sync {
     /// Whether the exporter can deliver now.
     fn health(&self) -> Health {
         Health::Ready
+    }
+
+    /// Where the sink's output ends right now, as an opaque string the same
+    /// exporter's [`recover`](Exporter::recover) understands: every record
+    /// exported after this call lands at or after it. Must be cheap (the
+    /// pipeline asks a few times a second) and never block on I/O. `None`:
+    /// the sink cannot tell (the default).
+    fn position(&self) -> Option<String> {
+        None
+    }
+
+    /// Called once at startup, before the first `export`: the (uid,
+    /// resourceVersion) of every record the sink holds from `from` (a
+    /// [`position`](Exporter::position) saved with the checkpoint; `None`: no
+    /// position was saved) to its end. These may have been delivered after the
+    /// last checkpoint write (a SIGKILL, a takeover); the pipeline does not
+    /// send them to this exporter again and counts them as acknowledged.
+    ///
+    /// The default recovers nothing: right for sinks that absorb a resend
+    /// themselves (Elasticsearch: a deterministic `_id` with `create`, 409 =
+    /// already there) and for sinks that cannot be read back (stdout).
+    /// An error only costs duplicates: the pipeline logs it and goes on.
+    async fn recover(&self, from: Option<&str>) -> Result<Delivered, ExportError> {
+        let _ = from;
+        Ok(Delivered::default())
     }
 }
 

@@ -12,9 +12,15 @@
 //! between the source's [`Mark::ListStart`] and [`Mark::ListEnd`] the
 //! position stays where it was and moves to the list's own resourceVersion
 //! only once every listed event is acknowledged. Fully acknowledged events are
-//! recorded in the seen-set (if there is one), for relist de-duplication.
+//! recorded in the seen-set (if there is one), for relist de-duplication,
+//! with the occurrence count passed on for their uid.
+//!
+//! It also keeps where each exporter's output ended shortly before the
+//! oldest event not fully acknowledged was queued ([`Checkpoint::sinks`]):
+//! everything a sink holds past that position may be unknown to the saved
+//! state, and is read back from the sink at the next start.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 
@@ -39,6 +45,8 @@ pub struct Pending {
     pub remaining: u32,
     /// The event's uid (empty for markers), recorded in the seen-set once acknowledged.
     pub uid: String,
+    /// The event's occurrence count, recorded for its uid once acknowledged.
+    pub count: u64,
     pub mark: Option<Mark>,
     /// When the tracker registered it (set by the tracker).
     pub registered_at: Option<DateTime<Utc>>,
@@ -51,6 +59,7 @@ impl Pending {
             stream,
             resource_version: raw.metadata.resource_version.clone().unwrap_or_default(),
             uid: raw.metadata.uid.clone().unwrap_or_default(),
+            count: crate::event::occurrence_count(raw),
             ..Default::default()
         }
     }
@@ -75,6 +84,17 @@ pub struct Checkpoint {
     /// Per watch: when the event (or marker) that set its position was registered:
     /// the stream had been read up to that position by then.
     pub acked_at: Vec<Option<DateTime<Utc>>>,
+    /// Per exporter (by name): its [`position`](event_collector_exporters::Exporter::position)
+    /// sampled before any event at or after `acked_below` was queued. Every
+    /// record it received from then on lies after this position.
+    pub sinks: BTreeMap<String, String>,
+}
+
+/// Exporter positions sampled by `dispatch` before it queued event `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkSample {
+    pub seq: u64,
+    pub positions: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +106,8 @@ pub struct AckTracker {
     /// Per watch: inside a list (item positions are not resumable).
     listing: Vec<bool>,
     seen: Option<SharedSeen>,
+    /// Samples not yet overtaken by the acknowledged prefix, oldest first.
+    samples: VecDeque<SinkSample>,
 }
 
 impl AckTracker {
@@ -114,6 +136,25 @@ impl AckTracker {
     /// The sequence number the next registered event gets.
     pub fn next_seq(&self) -> u64 {
         self.base + self.pending.len() as u64
+    }
+
+    /// Sink positions sampled before event `sample.seq` (and every later one) was queued.
+    pub fn sample(&mut self, sample: SinkSample) {
+        self.samples.push_back(sample);
+        self.apply_samples();
+    }
+
+    /// The newest sample taken at or before the acknowledged prefix's end sets `sinks`.
+    fn apply_samples(&mut self) {
+        while self.samples.len() >= 2 && self.samples[1].seq <= self.base {
+            self.samples.pop_front();
+        }
+        if self.samples.front().is_some_and(|s| s.seq <= self.base)
+            && let Some(s) = self.samples.pop_front()
+        {
+            // An exporter that could not tell its position then keeps the older one (safe: earlier).
+            self.checkpoint.sinks.extend(s.positions);
+        }
     }
 
     /// One exporter acknowledged event `seq`. Unknown or repeated acks are ignored.
@@ -157,6 +198,7 @@ impl AckTracker {
                         && !p.resource_version.is_empty()
                     {
                         seen.insert(&p.uid, &p.resource_version);
+                        seen.insert_count(&p.uid, p.count);
                     }
                     // An object that had no resourceVersion cannot be resumed from.
                     (!self.listing[s]).then_some(p.resource_version)
@@ -169,7 +211,11 @@ impl AckTracker {
             self.base += 1;
             moved = true;
         }
+        drop(seen);
         self.checkpoint.acked_below = self.base;
+        if moved {
+            self.apply_samples();
+        }
         moved
     }
 
@@ -247,6 +293,54 @@ mod tests {
         assert_eq!(t.checkpoint().streams, vec![Some("11".into()), Some("a7".into())]);
         assert_eq!(t.checkpoint().acked_below, 3);
         assert_eq!(t.pending(), 0);
+    }
+
+    fn sample(seq: u64, pos: &str) -> SinkSample {
+        SinkSample {
+            seq,
+            positions: vec![("vol".into(), pos.into())],
+        }
+    }
+
+    #[test]
+    fn sink_positions_follow_the_acknowledged_prefix() {
+        let seen = crate::state::seen::SeenSet::new(std::time::Duration::from_secs(3600), 100).shared();
+        let mut t = AckTracker::with_seen(Some(seen.clone()));
+        t.sample(sample(0, "p0"));
+        assert_eq!(
+            t.checkpoint().sinks["vol"],
+            "p0",
+            "nothing pending: the first sample holds"
+        );
+        t.register(0, p(0, "10", 1));
+        t.sample(sample(1, "p1"));
+        t.register(1, p(0, "11", 1));
+        t.sample(sample(2, "p2"));
+        t.register(2, p(0, "12", 1));
+        // Events 1 and 2 are acknowledged, 0 is not: records of 0 may lie after p0 only.
+        t.ack(1);
+        t.ack(2);
+        t.advance();
+        assert_eq!(t.checkpoint().sinks["vol"], "p0");
+        t.ack(0);
+        t.advance();
+        assert_eq!(t.checkpoint().acked_below, 3);
+        assert_eq!(
+            t.checkpoint().sinks["vol"],
+            "p2",
+            "the newest sample not after the prefix"
+        );
+        // A sample without this exporter keeps its older position.
+        t.sample(SinkSample {
+            seq: 3,
+            positions: Vec::new(),
+        });
+        assert_eq!(t.checkpoint().sinks["vol"], "p2");
+        // Acknowledged events leave their count in the seen-set.
+        let mut with_count = p(0, "13", 0);
+        with_count.count = 7;
+        t.register(3, with_count);
+        assert_eq!(seen.lock().unwrap().count("uid-13"), Some(7));
     }
 
     #[test]

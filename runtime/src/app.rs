@@ -161,6 +161,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let (writer, start) = open_state(&config, &client, &cluster, &specs, metrics.clone()).await?;
     setup.seen = start.seen.clone();
+    setup.recover_from = writer.prior_sinks.clone();
     let stream = source::watch(client, &config.source, &specs, start, metrics.clone());
     let stream = health::track_watches(stream, readiness.clone());
     let (exporters_tx, exporters_rx) = watch::channel(Vec::new());
@@ -294,6 +295,7 @@ async fn open_state(
         store,
         cluster: cluster.to_string(),
         keys: specs.iter().map(|s| state::stream_key(cluster, s)).collect(),
+        prior_sinks: saved.as_ref().map(|s| s.sinks.clone()).unwrap_or_default(),
         prior: saved.map(|s| s.streams).unwrap_or_default(),
         seen: seen.clone(),
         seen_max,

@@ -116,5 +116,6 @@ pub fn pipeline_setup(
         startup_max_age: config.source.startup_max_age,
         drain_timeout,
         seen: None,
+        recover_from: Default::default(),
     })
 }

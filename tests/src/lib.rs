@@ -249,7 +249,15 @@ pub fn read_volume(dir: &Path) -> Result<Vec<Value>> {
         } else {
             continue;
         };
-        for line in text.lines().filter(|l| !l.is_empty()) {
+        // A last line without its newline is being written (or was torn by a kill): not there yet.
+        for line in text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(str::trim_end)
+        {
+            if line.is_empty() {
+                continue;
+            }
             out.push(serde_json::from_str(line).with_context(|| format!("{}: bad line {line}", f.display()))?);
         }
     }

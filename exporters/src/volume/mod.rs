@@ -79,13 +79,18 @@
 //! before the next write); if the process dies mid-write, the next start finds
 //! a tail that does not end in `\n` and truncates it to the last `\n`, with a
 //! warning giving the number of bytes removed. Delivery is at-least-once: the
-//! complete lines of a batch that a crash interrupted stay in the file, and
-//! the pipeline resends the whole batch after the restart.
+//! complete lines of a batch that a crash interrupted stay in the file; at
+//! the restart, `recover` reads them back (with everything else written
+//! after the position saved with the checkpoint) and the pipeline resends
+//! only the rest. See `recover.rs` for the position and the bound of the scan.
 //!
 //! # Failures
 //!
-//! The directory is created (with parents) when the exporter starts, from a
-//! background thread, and again whenever it is missing; a directory that
+//! The directory is created (with parents) when the exporter starts (the
+//! pipeline's `recover` at startup, or the first `export`; a standby
+//! replica's exporter, built but never started, leaves the directory and its
+//! lock alone), retried from a background thread, and again whenever it is
+//! missing; a directory that
 //! cannot be created or written at startup is not a config error but a
 //! runtime one, retried like any other. A failed `export` returns a transient
 //! [`ExportError`] whose `reason` is one of:
@@ -116,8 +121,11 @@
 
 mod janitor;
 mod naming;
+mod recover;
 mod writer;
 
+#[cfg(test)]
+mod recover_tests;
 #[cfg(test)]
 mod tests;
 
@@ -279,8 +287,9 @@ impl VolumeConfig {
 
     /// Checks the config and starts an exporter named `name`.
     ///
-    /// Nothing is written here: the directory is prepared by the exporter's
-    /// background thread right after, and by the first batch, so a directory
+    /// Nothing is written here: the directory is prepared when the exporter
+    /// is started (`recover` or the first batch; retried by its background
+    /// thread), so a directory
     /// that is not writable yet is a runtime error (`health` says why, and
     /// `export` is retried), not a startup failure.
     pub fn build(&self, name: &str) -> Result<VolumeExporter, ConfigError> {
@@ -340,6 +349,7 @@ impl VolumeConfig {
             max_files: self.max_files,
             max_age: self.max_age,
             stats: Arc::new(VolumeStats::default()),
+            mark: Mutex::new(None),
         });
 
         let (janitor_tx, janitor_rx) = mpsc::channel();
@@ -354,6 +364,7 @@ impl VolumeConfig {
             health: Mutex::new(None),
             unsynced: AtomicBool::new(false),
             prepared: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             last_prepare_error: Mutex::new(None),
             ctx,
         });
@@ -464,6 +475,8 @@ struct Ctx {
     max_files: Option<usize>,
     max_age: Option<Duration>,
     stats: Arc<VolumeStats>,
+    /// Where the output ends, as of the last write or open (see `recover`).
+    mark: Mutex<Option<recover::Mark>>,
 }
 
 impl Ctx {
@@ -522,12 +535,16 @@ struct Inner {
     /// The startup preparation (directory, lock, active file) is done, or a
     /// batch has been attempted (which prepares everything itself).
     prepared: AtomicBool,
+    /// `recover` or `export` was called: the pipeline runs (a standby
+    /// replica's exporter never touches the directory, nor takes its lock).
+    started: AtomicBool,
     last_prepare_error: Mutex<Option<String>>,
 }
 
 impl Inner {
     /// Writes one batch (blocking). See the module doc for the guarantees.
     fn write(&self, batch: &[Arc<Record>]) -> Result<(), ExportError> {
+        self.started.store(true, Ordering::Release);
         let mut w = lock(&self.writer);
         self.prepared.store(true, Ordering::Release);
         let result = w.write_batch(&self.ctx, batch);
@@ -607,10 +624,9 @@ impl Inner {
             tick = tick.min(r);
         }
         let tick = tick.max(Duration::from_millis(10));
-        self.prepare();
         // Nothing is ever sent: the channel only closes when the exporter drops.
         while let Err(RecvTimeoutError::Timeout) = shutdown.recv_timeout(tick) {
-            if !self.prepared.load(Ordering::Acquire) {
+            if self.started.load(Ordering::Acquire) && !self.prepared.load(Ordering::Acquire) {
                 self.prepare();
             }
             self.background_sync();
@@ -643,6 +659,48 @@ impl Inner {
                 *lock(&self.health) = Some(e.message);
             }
         }
+    }
+
+    /// Prepares the directory (lock, torn tail) and reads back the keys
+    /// written after `from`; see [`recover`].
+    fn recover(&self, from: Option<&str>) -> Result<crate::Delivered, ExportError> {
+        self.started.store(true, Ordering::Release);
+        let mark = from.and_then(|f| {
+            let m = recover::Mark::decode(f);
+            if m.is_none() {
+                tracing::warn!(exporter = %self.ctx.name, position = f,
+                    "volume exporter: the saved position is not one of this exporter; nothing to read back");
+            }
+            m
+        });
+        // Under the writer lock: nothing is written meanwhile, and the torn tail is repaired first.
+        let _w = {
+            let mut w = lock(&self.writer);
+            if let Err(e) = w.prepare(&self.ctx) {
+                // The background thread retries the preparation; the pipeline goes on without the keys.
+                self.set_not_ready(&e.message);
+                return Err(e);
+            }
+            self.prepared.store(true, Ordering::Release);
+            self.set_ready();
+            w
+        };
+        let ctx = &self.ctx;
+        let Some(mark) = mark else {
+            // No saved state (a fresh start, a replay): nothing can have been written after it.
+            return Ok(crate::Delivered::default());
+        };
+        let parts = recover::plan(&ctx.dir, &ctx.prefix, &ctx.active_path, &mark)
+            .map_err(|e| ctx.io_error("cannot list", &ctx.dir, &e))?;
+        let scan = recover::scan(&parts).map_err(|e| ctx.io_error("cannot read back", &ctx.dir, &e))?;
+        tracing::info!(exporter = %ctx.name, files = scan.files, lines = scan.lines, keys = scan.keys.len(),
+            not_events = scan.skipped, from = from.unwrap_or_default(),
+            "volume exporter: read back what was written after the saved position");
+        if scan.torn_bytes > 0 {
+            tracing::warn!(exporter = %ctx.name, bytes = scan.torn_bytes,
+                "volume exporter: a rotated file ends with a torn line; ignored");
+        }
+        Ok(scan.keys)
     }
 
     fn background_sync(&self) {
@@ -742,6 +800,18 @@ impl Exporter for VolumeExporter {
             .unwrap_or_else(|e| Err(self.task_failed(&e)))
     }
 
+    fn position(&self) -> Option<String> {
+        lock(&self.inner.ctx.mark).as_ref().map(recover::Mark::encode)
+    }
+
+    async fn recover(&self, from: Option<&str>) -> Result<crate::Delivered, ExportError> {
+        let inner = Arc::clone(&self.inner);
+        let from = from.map(str::to_string);
+        tokio::task::spawn_blocking(move || inner.recover(from.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(self.task_failed(&e)))
+    }
+
     fn health(&self) -> Health {
         match &*lock(&self.inner.health) {
             None => Health::Ready,
@@ -755,6 +825,7 @@ impl VolumeExporter {
     /// Waits until the startup preparation and every queued compression and
     /// retention pass are done (the barrier itself triggers one more pass).
     fn settle(&self) {
+        self.inner.started.store(true, Ordering::Release);
         self.inner.prepare();
         let janitor = lock(&self.inner.writer).janitor();
         let (tx, rx) = mpsc::channel();

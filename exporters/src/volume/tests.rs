@@ -849,12 +849,17 @@ fn build_validates() {
     assert_eq!(FsyncPolicy::Interval(Duration::from_millis(500)).to_string(), "500ms");
 }
 
-#[test]
-fn startup_failure_is_a_runtime_error_not_a_config_error() {
+#[tokio::test]
+async fn startup_failure_is_a_runtime_error_not_a_config_error() {
     let tmp = TempDir::new().unwrap();
     let blocker = tmp.path().join("file");
     fs::write(&blocker, "x").unwrap();
     let e = VolumeConfig::new(blocker.join("sub")).build("vol").unwrap();
+    // Built but not started (a standby replica): the directory is not touched.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(e.health().is_ready());
+    let err = e.recover(None).await.unwrap_err();
+    assert!(err.message.contains("cannot create directory"), "{}", err.message);
     wait_until("the startup preparation to fail", || !e.health().is_ready());
     assert!(not_ready_message(&e).contains("cannot create directory"));
     fs::remove_file(&blocker).unwrap();

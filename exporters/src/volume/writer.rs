@@ -13,6 +13,7 @@ use crate::{ExportError, Record};
 
 use super::janitor::JanitorMsg;
 use super::naming::{self, NameKey, Variant};
+use super::recover::Mark;
 use super::{Ctx, FsyncPolicy, append_json_line, bump};
 
 /// The write buffer is kept between batches up to this capacity.
@@ -176,6 +177,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 active.len += self.buf.len() as u64;
+                self.set_mark(ctx);
                 Ok(())
             }
             Err(e) => {
@@ -289,6 +291,10 @@ impl Writer {
             ino,
             first_write,
         });
+        // A failed listing only delays the mark: the next open tries again.
+        if self.scan(ctx).is_ok() {
+            self.set_mark(ctx);
+        }
         Ok(())
     }
 
@@ -407,20 +413,42 @@ impl Writer {
         Ok(())
     }
 
+    /// Learns the greatest rotated name in the directory, once.
+    fn scan(&mut self, ctx: &Ctx) -> Result<(), ExportError> {
+        if self.scanned {
+            return Ok(());
+        }
+        let entries = fs::read_dir(&ctx.dir).map_err(|e| ctx.io_error("cannot list", &ctx.dir, &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| ctx.io_error("cannot list", &ctx.dir, &e))?;
+            if let Some((key, _)) = entry.file_name().to_str().and_then(|n| naming::parse(&ctx.prefix, n))
+                && self.last_key.as_ref().is_none_or(|last| key > *last)
+            {
+                self.last_key = Some(key);
+            }
+        }
+        self.scanned = true;
+        Ok(())
+    }
+
+    /// Publishes where the output ends now (see `recover`): after every
+    /// write and whenever a new active file is opened.
+    fn set_mark(&self, ctx: &Ctx) {
+        if let Some(a) = &self.active
+            && self.scanned
+        {
+            *super::lock(&ctx.mark) = Some(Mark {
+                last: self.last_key.clone(),
+                dev: a.dev,
+                ino: a.ino,
+                offset: a.len,
+            });
+        }
+    }
+
     /// A rotated name greater than every rotated name in the directory.
     fn next_key(&mut self, ctx: &Ctx) -> Result<NameKey, ExportError> {
-        if !self.scanned {
-            let entries = fs::read_dir(&ctx.dir).map_err(|e| ctx.io_error("cannot list", &ctx.dir, &e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| ctx.io_error("cannot list", &ctx.dir, &e))?;
-                if let Some((key, _)) = entry.file_name().to_str().and_then(|n| naming::parse(&ctx.prefix, n))
-                    && self.last_key.as_ref().is_none_or(|last| key > *last)
-                {
-                    self.last_key = Some(key);
-                }
-            }
-            self.scanned = true;
-        }
+        self.scan(ctx)?;
         let mut key = naming::next_key(self.last_key.as_ref(), naming::timestamp(chrono::Utc::now()));
         // Files may have appeared since the scan (another exporter before a
         // restart, a copy): never overwrite one.

@@ -42,6 +42,7 @@ pub use transform::Chains;
 use transform::{DispatchBatch, Routed, RoutedBatch, Transform, TransformStats};
 pub mod queue;
 pub mod reconfigure;
+mod recovery;
 
 use queue::{QueueRx, QueueTx, Queued, Taken};
 use reconfigure::ExporterSet;
@@ -70,6 +71,8 @@ pub struct Setup {
     pub drain_timeout: Duration,
     /// The seen-set fully acknowledged events are recorded in (see `crate::state`).
     pub seen: Option<crate::state::seen::SharedSeen>,
+    /// Per exporter: the position saved with the checkpoint, to read the sink back from (see `recovery`).
+    pub recover_from: std::collections::BTreeMap<String, String>,
 }
 
 /// What a finished run reports.
@@ -93,6 +96,7 @@ pub struct Summary {
 pub(crate) enum AckMsg {
     Register(Vec<(u64, Pending)>),
     Acked(Vec<u64>),
+    Sample(crate::ack::SinkSample),
 }
 
 /// Batches in flight between stages.
@@ -128,6 +132,8 @@ where
 {
     let (src_tx, src_rx) = mpsc::channel::<SourceItem>(4096);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckMsg>();
+    let delivered = recovery::recover(&setup.exporters, &setup.recover_from).await;
+    let sampler = recovery::Sampler::new(&setup.exporters);
 
     let ingest = tokio::spawn(ingest(source, src_tx, shutdown.clone()));
 
@@ -145,8 +151,14 @@ where
 
     let (routed_tx, routed_rx) = mpsc::channel::<RoutedBatch>(STAGE_DEPTH);
     let (dispatch_tx, dispatch_rx) = mpsc::channel::<DispatchBatch>(STAGE_DEPTH);
-    let transform = spawn_transform(setup.chains.clone(), setup.filters.clone(), routed_rx, dispatch_tx);
-    let dispatch = tokio::spawn(dispatch(dispatch_rx, queues, ack_tx, shutdown.clone()));
+    let transform = spawn_transform(
+        setup.chains.clone(),
+        setup.filters.clone(),
+        delivered,
+        routed_rx,
+        dispatch_tx,
+    );
+    let dispatch = tokio::spawn(dispatch(dispatch_rx, queues, ack_tx, sampler, shutdown.clone()));
     let filters = setup.filters.clone();
 
     let control = reconfigure.map(|rx| (rx, &mut set));
@@ -164,6 +176,12 @@ where
     };
     summary.filtered_out = stats.filtered_out;
     summary.filter_dead_lettered = stats.dead_lettered;
+    if stats.recovered > 0 {
+        tracing::info!(
+            events = stats.recovered,
+            "not sent again: already in their sinks (written after the last checkpoint)"
+        );
+    }
     if let Some(f) = filters {
         f.stop_watching();
     }
@@ -440,6 +458,7 @@ async fn process(
 fn spawn_transform(
     chains: Chains,
     host: Option<Arc<FilterHost>>,
+    delivered: Vec<event_collector_exporters::Delivered>,
     mut rx: mpsc::Receiver<RoutedBatch>,
     tx: mpsc::Sender<DispatchBatch>,
 ) -> std::io::Result<std::thread::JoinHandle<TransformStats>> {
@@ -448,7 +467,7 @@ fn spawn_transform(
         .name("filters".into())
         .stack_size(stack)
         .spawn(move || {
-            let mut t = Transform::new(chains, host);
+            let mut t = Transform::new(chains, host).with_delivered(delivered);
             while let Some(batch) = rx.blocking_recv() {
                 let mut out = DispatchBatch {
                     regs: Vec::with_capacity(batch.items.len()),
@@ -477,11 +496,20 @@ async fn dispatch(
     mut rx: mpsc::Receiver<DispatchBatch>,
     mut queues: Vec<Option<QueueTx>>,
     ack_tx: mpsc::UnboundedSender<AckMsg>,
+    mut sampler: recovery::Sampler,
     shutdown: CancellationToken,
 ) {
     'outer: while let Some(DispatchBatch { regs, sends, switch }) = rx.recv().await {
         if let Some(sw) = switch {
+            sampler.set_exporters(sw.exporters());
             reconfigure::switch_queues(&mut queues, *sw);
+        }
+        // Sink positions before anything of this batch is queued (see `recovery`).
+        if let Some(first) = regs.first()
+            && let Some(sample) = sampler.before(first.0)
+            && ack_tx.send(AckMsg::Sample(sample)).is_err()
+        {
+            break;
         }
         // Register before queueing, so no acknowledgement can overtake its registration.
         if !regs.is_empty() && ack_tx.send(AckMsg::Register(regs)).is_err() {
@@ -811,9 +839,13 @@ async fn tracker(
             match msg {
                 AckMsg::Register(regs) => regs.into_iter().for_each(|(seq, p)| t.register(seq, p)),
                 AckMsg::Acked(seqs) => seqs.into_iter().for_each(|s| t.ack(s)),
+                AckMsg::Sample(sample) => t.sample(sample),
             }
         }
-        if t.advance() || out.borrow().acked_below != t.checkpoint().acked_below {
+        if t.advance()
+            || out.borrow().acked_below != t.checkpoint().acked_below
+            || out.borrow().sinks != t.checkpoint().sinks
+        {
             out.send_replace(t.checkpoint().clone());
         }
         metrics.checkpoint_pending.set(t.pending() as i64);

@@ -111,6 +111,15 @@ pub(super) enum Target {
 /// What `dispatch` switches to.
 pub(super) struct DispatchSwitch {
     targets: Vec<Target>,
+    /// The new exporter list (name, exporter), for the position sampler.
+    exporters: Vec<(String, SharedExporter)>,
+}
+
+impl DispatchSwitch {
+    /// The new exporter list, in order: (name in the config, exporter).
+    pub(super) fn exporters(&self) -> Vec<(String, SharedExporter)> {
+        self.exporters.clone()
+    }
 }
 
 /// Replaces `queues` (dispatch's) by the new list: dropping the old queues of
@@ -349,6 +358,7 @@ impl ExporterSet {
                 ExporterPlan::Start(s) => Some(s.clone()),
             })
             .collect();
+        let exporters = slots.iter().map(|s| (s.name.clone(), s.exporter.clone())).collect();
         let mut targets = Vec::with_capacity(plans.len());
         for plan in plans {
             match plan {
@@ -385,7 +395,7 @@ impl ExporterSet {
             }));
         }
         self.publish();
-        DispatchSwitch { targets }
+        DispatchSwitch { targets, exporters }
     }
 
     /// Starts `slot`'s queue and worker; with `prev` (the exporter it

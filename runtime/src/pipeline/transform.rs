@@ -15,12 +15,15 @@
 //!   (uid, resourceVersion) twice to one sink;
 //! - a chain that fails with `on_error = "dead-letter"` sends the event, with
 //!   the error, to the filter's dead-letter exporter, beside whatever other
-//!   routes do.
+//!   routes do;
+//! - an exporter whose sink already holds the event (read back at startup,
+//!   see `recovery.rs`) does not get it again; for that exporter the event
+//!   counts as acknowledged.
 
 use std::ops::Range;
 use std::sync::Arc;
 
-use event_collector_exporters::Record;
+use event_collector_exporters::{Delivered, Record};
 
 use super::reconfigure::{DispatchSwitch, Switch};
 use super::{Queued, dead_letter_json, to_record};
@@ -63,6 +66,8 @@ pub(super) struct TransformStats {
     pub filtered_out: u64,
     /// Events written to a filter's dead-letter exporter.
     pub dead_lettered: u64,
+    /// (event, exporter) pairs not sent because the sink already held them.
+    pub recovered: u64,
 }
 
 /// The routes' exporters and filter chains, resolved to indices.
@@ -90,6 +95,10 @@ pub(super) struct Transform {
     targets: Vec<(usize, Arc<Record>, bool)>,
     /// Scratch: (route whose chain ran, its output).
     memo: Vec<(usize, Option<Arc<Record>>)>,
+    /// Per exporter: keys its sink already holds (from `recovery`); emptied as they are met.
+    delivered: Vec<Delivered>,
+    /// Keys left in `delivered`, so that the check costs nothing once they are all met.
+    delivered_left: usize,
     pub stats: TransformStats,
 }
 
@@ -107,8 +116,35 @@ impl Transform {
             host,
             targets: Vec::new(),
             memo: Vec::new(),
+            delivered: Vec::new(),
+            delivered_left: 0,
             stats: TransformStats::default(),
         }
+    }
+
+    /// Per exporter index: records not to send again (their sink holds them).
+    pub fn with_delivered(mut self, delivered: Vec<Delivered>) -> Self {
+        self.delivered_left = delivered.iter().map(Delivered::len).sum();
+        self.delivered = delivered;
+        self
+    }
+
+    /// Drops the targets whose sink already holds the record.
+    fn skip_delivered(&mut self) {
+        let (delivered, left, stats) = (&mut self.delivered, &mut self.delivered_left, &mut self.stats);
+        self.targets.retain(|(exporter, rec, dead_letter)| {
+            let held = !*dead_letter
+                && delivered
+                    .get_mut(*exporter)
+                    .is_some_and(|d| d.remove(&rec.fields.uid, &rec.fields.resource_version));
+            if held {
+                *left -= 1;
+                stats.recovered += 1;
+                tracing::debug!(exporter, uid = %rec.fields.uid, resource_version = %rec.fields.resource_version,
+                    "already in the sink: not sent again");
+            }
+            !held
+        });
     }
 
     pub fn batch(&mut self, batch: RoutedBatch, out: &mut DispatchBatch) {
@@ -140,6 +176,9 @@ impl Transform {
                 self.unfiltered(&event, taken);
             }
         }
+        if self.delivered_left > 0 {
+            self.skip_delivered();
+        }
         pending.remaining = self.targets.len() as u32;
         out.regs.push((seq, pending));
         for (exporter, record, _) in self.targets.drain(..) {
@@ -160,6 +199,17 @@ impl Transform {
             self.host = host;
         }
         self.chains = chains;
+        // The keys read back at startup are indexed by the old exporter list;
+        // a reload may reorder it. Forgetting them can only let an event
+        // through twice, never lose one.
+        if self.delivered_left > 0 {
+            tracing::info!(
+                events = self.delivered_left,
+                "config reloaded before every event read back from the sinks came again: the rest may be sent twice"
+            );
+            self.delivered.clear();
+            self.delivered_left = 0;
+        }
         if !self.chains.any_filters() {
             self.worker = None;
         } else if self.worker.is_none() {

@@ -215,8 +215,13 @@ pub fn classify<S>(
 where
     S: Stream<Item = Tagged> + Send + 'static,
 {
+    let mut tracker = RepeatTracker::new(cfg.repeat_cache_size, Duration::from_secs(3600));
+    // The counts saved with the checkpoint: a re-delivery is judged as without the restart.
+    if let Some(seen) = seen.as_ref().and_then(|s| s.lock().ok()) {
+        seen.counts().for_each(|(uid, count)| tracker.seed(uid, count));
+    }
     let mut state = Classifier {
-        tracker: RepeatTracker::new(cfg.repeat_cache_size, Duration::from_secs(3600)),
+        tracker,
         apis,
         seen,
         listed_once: Vec::new(),

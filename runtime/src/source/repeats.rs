@@ -5,10 +5,19 @@
 //! This is not an object cache: an entry is 40 bytes (a hash of the uid, the
 //! count, a hash of the resourceVersion, when it was last seen), capped at a configured
 //! size, with entries older than the event TTL evicted first.
+//!
+//! uids are keyed with the stable [`uid_key`], so that the counts saved with
+//! the checkpoint (acknowledged ones only: see `state::seen`) can
+//! [`seed`](RepeatTracker::seed) it after a restart: an event re-delivered
+//! after a restart is then judged as it would have been without the restart.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::time::Instant;
+
+use crate::state::seen::uid_key;
+
+/// The resourceVersion hash of a seeded entry (no resourceVersion is known).
+const SEEDED_RV: u64 = 0;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -35,7 +44,6 @@ pub enum Verdict {
 
 pub struct RepeatTracker {
     map: HashMap<u64, Entry>,
-    hasher: std::collections::hash_map::RandomState,
     cap: usize,
     ttl_secs: u32,
     start: Instant,
@@ -46,7 +54,6 @@ impl RepeatTracker {
     pub fn new(cap: usize, ttl: std::time::Duration) -> Self {
         Self {
             map: HashMap::with_capacity(cap.min(16 * 1024)),
-            hasher: Default::default(),
             cap: cap.max(1),
             ttl_secs: ttl.as_secs().min(u32::MAX as u64) as u32,
             start: Instant::now(),
@@ -55,7 +62,26 @@ impl RepeatTracker {
     }
 
     fn hash(&self, s: &str) -> u64 {
-        self.hasher.hash_one(s)
+        uid_key(s)
+    }
+
+    /// Remembers that `count` occurrences of the uid with key `key` were
+    /// passed on before a restart (its resourceVersion is not known: the
+    /// seen-set catches the very same object again). An entry already there
+    /// keeps the higher count.
+    pub fn seed(&mut self, key: u64, count: u64) {
+        self.order += 1;
+        let fresh = Entry {
+            count,
+            rv: SEEDED_RV,
+            seen: self.now(),
+            order: self.order,
+        };
+        let e = self.map.entry(key).or_insert(fresh);
+        e.count = e.count.max(count);
+        if self.map.len() > self.cap {
+            self.evict();
+        }
     }
 
     fn now(&self) -> u32 {
@@ -146,6 +172,26 @@ mod tests {
         assert_eq!(t.observe("a", "5", 4), Verdict::Repeat { prev: 3 });
         t.forget("a");
         assert_eq!(t.observe("a", "6", 4), Verdict::New);
+    }
+
+    #[test]
+    fn seeded_counts_judge_a_redelivery_as_without_a_restart() {
+        // Before the restart: passed on with count 3 (acknowledged, saved).
+        let mut before = RepeatTracker::new(100, Duration::from_secs(3600));
+        before.observe("a", "1", 3);
+        let without_restart = before.observe("a", "2", 5);
+        assert_eq!(without_restart, Verdict::Repeat { prev: 3 });
+        // After the restart, seeded with the saved count: the same verdict.
+        let mut after = RepeatTracker::new(100, Duration::from_secs(3600));
+        after.seed(uid_key("a"), 3);
+        assert_eq!(after.observe("a", "2", 5), without_restart);
+        // A metadata-only update at the saved count is unchanged, as before.
+        let mut after = RepeatTracker::new(100, Duration::from_secs(3600));
+        after.seed(uid_key("a"), 3);
+        assert_eq!(after.observe("a", "9", 3), Verdict::Unchanged { prev: 3 });
+        // A seed never lowers what this run saw.
+        after.seed(uid_key("a"), 1);
+        assert_eq!(after.observe("a", "10", 3), Verdict::Unchanged { prev: 3 });
     }
 
     #[test]

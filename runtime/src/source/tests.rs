@@ -216,3 +216,35 @@ async fn acknowledged_pairs_from_a_previous_run_are_not_passed_on() {
         }
     ));
 }
+
+/// The counts saved with the checkpoint make a resumed watch judge what it
+/// re-delivers as the first run would have (a restart changes nothing).
+#[tokio::test]
+async fn a_restart_judges_counts_as_without_it() {
+    let stream = vec![
+        (1, WatchEvent::Apply(raw("a", "1", 1))),
+        (1, WatchEvent::Apply(raw("a", "2", 3))),
+        // After the checkpoint (not acknowledged when the collector was killed):
+        (1, WatchEvent::Apply(raw("a", "3", 3))),
+        (1, WatchEvent::Apply(raw("a", "4", 5))),
+    ];
+    let without = events(&run(SourceConfig::default(), stream.clone()).await);
+    // The first run acknowledged up to resourceVersion 2 and saved the state.
+    let seen = crate::state::seen::SeenSet::new(Duration::from_secs(3600), 100).shared();
+    let mut tracker = crate::ack::AckTracker::with_seen(Some(seen.clone()));
+    for (seq, (_, out)) in stream[..2].iter().enumerate() {
+        let Out::Event { raw, .. } = out else { unreachable!() };
+        tracker.register(seq as u64, crate::ack::Pending::event(1, raw));
+    }
+    let bytes = {
+        let s = seen.lock().unwrap();
+        (s.encode(100), s.encode_counts())
+    };
+    let mut loaded = crate::state::seen::SeenSet::new(Duration::from_secs(3600), 100);
+    loaded.decode_into(&bytes.0);
+    loaded.decode_counts_into(&bytes.1);
+    // The restart resumes from resourceVersion 2: the watch re-delivers the rest.
+    let after = events(&run_seen(SourceConfig::default(), stream[2..].to_vec(), Some(loaded.shared())).await);
+    assert_eq!(after, without[2..].to_vec());
+    assert_eq!(after, vec![("4".into(), WatchType::Modified, Some(3), false)]);
+}

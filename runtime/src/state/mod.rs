@@ -33,6 +33,14 @@ pub struct Saved {
     /// The seen-set, base64 of [`SeenSet::encode`].
     #[serde(default)]
     pub seen: String,
+    /// The counts passed on per uid, base64 of [`SeenSet::encode_counts`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub counts: String,
+    /// Per exporter (by name): where its output stood before any event not
+    /// covered by this checkpoint was sent to it (see `Exporter::position`);
+    /// read back from there at the next start.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sinks: BTreeMap<String, String>,
 }
 
 /// Where one stream resumes.
@@ -93,6 +101,10 @@ impl Saved {
             Ok(bytes) => seen.decode_into(&bytes),
             Err(e) => tracing::warn!(error = %e, "the saved seen-set is not valid base64; starting with an empty one"),
         }
+        match base64::engine::general_purpose::STANDARD.decode(self.counts.as_bytes()) {
+            Ok(bytes) => seen.decode_counts_into(&bytes),
+            Err(e) => tracing::warn!(error = %e, "the saved counts are not valid base64; starting without them"),
+        }
     }
 
     /// The document for `checkpoint`: streams it has not moved keep their `prior` position.
@@ -103,7 +115,10 @@ impl Saved {
         checkpoint: &Checkpoint,
         seen: &SeenSet,
         seen_max: usize,
+        prior_sinks: &BTreeMap<String, String>,
     ) -> Saved {
+        let mut sinks = prior_sinks.clone();
+        sinks.extend(checkpoint.sinks.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut streams = BTreeMap::new();
         for (i, key) in keys.iter().enumerate() {
             let moved = checkpoint.streams.get(i).cloned().flatten().map(|rv| StreamPos {
@@ -125,6 +140,8 @@ impl Saved {
             written_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             streams,
             seen: base64::engine::general_purpose::STANDARD.encode(seen.encode(seen_max)),
+            counts: base64::engine::general_purpose::STANDARD.encode(seen.encode_counts()),
+            sinks,
         }
     }
 }
@@ -152,7 +169,13 @@ mod tests {
             streams: vec![Some("41".into())],
             acked_below: 1,
             acked_at: vec![Some(Utc::now())],
+            sinks: [("vol".to_string(), "p2".to_string())].into(),
         };
+        let prior_sinks: BTreeMap<String, String> = [
+            ("vol".to_string(), "p1".to_string()),
+            ("kafka".to_string(), "k1".to_string()),
+        ]
+        .into();
         let mut prior = BTreeMap::new();
         prior.insert(
             keys[1].clone(),
@@ -163,7 +186,8 @@ mod tests {
         );
         let mut seen = SeenSet::new(Duration::from_secs(60), 10);
         seen.insert("u", "41");
-        let saved = Saved::build("c1", &keys, &prior, &cp, &seen, 10);
+        seen.insert_count("u", 4);
+        let saved = Saved::build("c1", &keys, &prior, &cp, &seen, 10, &prior_sinks);
         let text = serde_json::to_string(&saved).unwrap();
         let back: Saved = serde_json::from_str(&text).unwrap();
         let r = back.resume_points("c1", &specs);
@@ -182,5 +206,16 @@ mod tests {
         let mut s2 = SeenSet::new(Duration::from_secs(60), 10);
         back.load_seen(&mut s2);
         assert!(s2.contains("u", "41"));
+        assert_eq!(s2.count("u"), Some(4), "the counts travel with the seen-set");
+        // The moved exporter position replaces the loaded one; the others stay.
+        assert_eq!(back.sinks, prior_sinks_after());
+    }
+
+    fn prior_sinks_after() -> BTreeMap<String, String> {
+        [
+            ("vol".to_string(), "p2".to_string()),
+            ("kafka".to_string(), "k1".to_string()),
+        ]
+        .into()
     }
 }

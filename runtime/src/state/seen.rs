@@ -8,6 +8,13 @@
 //! entries the oldest go first. Losing an entry can only cause a duplicate,
 //! never a loss; a hash collision (about 1 in 10^9 at 200 000 entries) could
 //! skip one event.
+//!
+//! Beside it, per uid, the occurrence count last passed on and acknowledged
+//! (`counts`), so that after a restart the source still tells a count that
+//! went up (a new occurrence: `count_delta` from the saved count) from a
+//! re-delivery, as it would have without the restart. It holds at most a
+//! quarter of `max` uids, the most recently acknowledged; a uid evicted early
+//! is treated as new (its full count is its delta), as before this existed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +30,19 @@ pub struct SeenSet {
     map: HashMap<u64, u32>,
     ttl: u32,
     max: usize,
+    /// By [`uid_key`]: (count, when acknowledged).
+    counts: HashMap<u64, (u64, u32)>,
+}
+
+/// A stable 64-bit key of a uid (FNV-1a: the same in every process and version;
+/// shared with the source's repeat tracker, which the saved counts seed).
+pub fn uid_key(uid: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in uid.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// The key of a (uid, resourceVersion) pair.
@@ -47,7 +67,72 @@ impl SeenSet {
             map: HashMap::new(),
             ttl: ttl.as_secs().min(u32::MAX as u64) as u32,
             max: max.max(1),
+            counts: HashMap::new(),
         }
+    }
+
+    /// The most uids whose counts are kept.
+    fn counts_max(&self) -> usize {
+        (self.max / 4).max(1)
+    }
+
+    /// Records the occurrence count passed on for `uid` (the highest one wins).
+    pub fn insert_count(&mut self, uid: &str, count: u64) {
+        let now = now_secs();
+        let e = self.counts.entry(uid_key(uid)).or_insert((count, now));
+        *e = (e.0.max(count), now);
+        let max = self.counts_max();
+        if self.counts.len() > max + max / 10 {
+            self.counts = self.newest_counts(now, max).into_iter().collect();
+        }
+    }
+
+    /// The count recorded for `uid`.
+    pub fn count(&self, uid: &str) -> Option<u64> {
+        self.counts.get(&uid_key(uid)).map(|(c, _)| *c)
+    }
+
+    /// Every recorded (uid key, count), to seed the source's repeat tracker.
+    pub fn counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counts.iter().map(|(k, (c, _))| (*k, *c))
+    }
+
+    /// The newest `max` live counts.
+    fn newest_counts(&self, now: u32, max: usize) -> Vec<(u64, (u64, u32))> {
+        let mut v: Vec<(u64, (u64, u32))> = self
+            .counts
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_sub(*at) <= self.ttl)
+            .map(|(k, e)| (*k, *e))
+            .collect();
+        v.sort_unstable_by_key(|e| std::cmp::Reverse(e.1.1));
+        v.truncate(max);
+        v
+    }
+
+    /// The newest live counts as bytes: 16 per uid (key LE, count LE as u32, saturated; time LE).
+    pub fn encode_counts(&self) -> Vec<u8> {
+        let v = self.newest_counts(now_secs(), self.counts_max());
+        let mut out = Vec::with_capacity(v.len() * 16);
+        for (k, (count, at)) in v {
+            out.extend_from_slice(&k.to_le_bytes());
+            out.extend_from_slice(&(count.min(u32::MAX as u64) as u32).to_le_bytes());
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+        out
+    }
+
+    /// Adds the counts of [`encode_counts`](Self::encode_counts)'s output; trailing partial bytes are ignored.
+    pub fn decode_counts_into(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks_exact(16) {
+            let k = u64::from_le_bytes(c[..8].try_into().unwrap_or_default());
+            let count = u32::from_le_bytes(c[8..12].try_into().unwrap_or_default()) as u64;
+            let at = u32::from_le_bytes(c[12..].try_into().unwrap_or_default());
+            let e = self.counts.entry(k).or_insert((count, at));
+            *e = (e.0.max(count), e.1.max(at));
+        }
+        let max = self.counts_max();
+        self.counts = self.newest_counts(now_secs(), max).into_iter().collect();
     }
 
     pub fn shared(self) -> SharedSeen {
@@ -154,6 +239,27 @@ mod tests {
         t.decode_into(&bytes);
         assert!(t.contains("u1", "10") && t.contains("u2", "11"));
         assert!(!t.contains("u1", "11"));
+    }
+
+    #[test]
+    fn counts_round_trip_keep_the_highest_and_are_bounded() {
+        let mut s = SeenSet::new(Duration::from_secs(3600), 40);
+        s.insert_count("a", 3);
+        s.insert_count("a", 2);
+        s.insert_count("b", 1);
+        assert_eq!((s.count("a"), s.count("b"), s.count("c")), (Some(3), Some(1), None));
+        let mut t = SeenSet::new(Duration::from_secs(3600), 40);
+        t.decode_counts_into(&s.encode_counts());
+        assert_eq!((t.count("a"), t.count("b")), (Some(3), Some(1)));
+        assert_eq!(uid_key("a"), 0xaf63_dc4c_8601_ec8c, "FNV-1a: stable across versions");
+        let mut keys: Vec<(u64, u64)> = t.counts().collect();
+        keys.sort();
+        assert_eq!(keys.len(), 2);
+        for i in 0..100 {
+            s.insert_count(&format!("u{i}"), 1);
+            assert!(s.counts.len() <= 11, "a quarter of max, amortized: {}", s.counts.len());
+        }
+        assert_eq!(s.encode_counts().len(), 10 * 16);
     }
 
     #[test]

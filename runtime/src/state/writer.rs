@@ -25,6 +25,9 @@ pub struct StateWriter {
     pub keys: Vec<String>,
     /// Positions loaded at startup (kept for streams that have not moved).
     pub prior: BTreeMap<String, StreamPos>,
+    /// Exporter positions loaded at startup (kept for exporters the checkpoint has none of yet);
+    /// also what the pipeline reads the sinks back from.
+    pub prior_sinks: BTreeMap<String, String>,
     pub seen: SharedSeen,
     pub seen_max: usize,
     pub metrics: Arc<Metrics>,
@@ -34,7 +37,15 @@ impl StateWriter {
     /// Writes the document for `checkpoint` now; true if it was stored.
     pub async fn write(&self, checkpoint: &Checkpoint) -> bool {
         let saved = match self.seen.lock() {
-            Ok(seen) => Saved::build(&self.cluster, &self.keys, &self.prior, checkpoint, &seen, self.seen_max),
+            Ok(seen) => Saved::build(
+                &self.cluster,
+                &self.keys,
+                &self.prior,
+                checkpoint,
+                &seen,
+                self.seen_max,
+                &self.prior_sinks,
+            ),
             Err(_) => return false,
         };
         match self.store.save(&saved).await {
@@ -72,7 +83,7 @@ impl StateWriter {
             let cp = rx.borrow_and_update().clone();
             if last
                 .as_ref()
-                .is_some_and(|l| l.streams == cp.streams && l.acked_below == cp.acked_below)
+                .is_some_and(|l| l.streams == cp.streams && l.acked_below == cp.acked_below && l.sinks == cp.sinks)
             {
                 continue;
             }
