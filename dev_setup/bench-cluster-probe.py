@@ -232,7 +232,7 @@ def cmd_stats(_a):
     if not xs:
         print("0 0 0")
         return 1
-    print(f"{median(xs):g} {xs[0]:g} {xs[-1]:g}")
+    print(f"{median(xs):.6f} {xs[0]:.6f} {xs[-1]:.6f}")
     return 0
 
 

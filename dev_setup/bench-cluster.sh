@@ -15,6 +15,10 @@
 #   dev_setup/bench-cluster.sh catchup swap    only these figures (the others' text stays)
 #   dev_setup/bench-cluster.sh --smoke         debug build, tiny counts, 1 run, nothing written (keeps the harness alive)
 #   BACKLOG=100000 STREAM=1000000 RUNS=3 GEN_PROCS=8 SWAP_RUNS=7 dev_setup/bench-cluster.sh
+#   BIN=path/to/event-collector ...           measures that binary instead of building one
+#   CLUSTER_DIR=/tmp/bench-cluster dev_setup/bench-cluster.sh catchup
+#       keeps the cluster (started there, or reused if running) and its events for
+#       the next run, which only tops the backlog up (Events expire after 1 h)
 #
 # Each figure is measured RUNS times (median, min–max); RSS is sampled from
 # /proc/<pid>/status every 100 ms. Events are created by `event-collector
@@ -52,21 +56,32 @@ else
   profile=release bin="$CARGO_TARGET_DIR/release/event-collector"
 fi
 procs="${GEN_PROCS:-8}"
+# generate_parallel creates whole multiples of 2 × GEN_PROCS events.
+round_up() { local per=$((($1 + 2 * procs - 1) / (2 * procs))); echo $((per * 2 * procs)); }
+backlog=$(round_up "$backlog") stream=$(round_up "$stream")
+command -v bc > /dev/null || apt_install bc
 
-log "building event-collector ($profile)"
-cargo build -q --locked --profile "$profile" -p event-collector --bin event-collector
+if [ -n "${BIN:-}" ]; then
+  bin="$BIN" profile="given" # an already built binary (e.g. to compare two commits)
+else
+  log "building event-collector ($profile)"
+  cargo build -q --locked --profile "$profile" -p event-collector --bin event-collector
+fi
 if want swap; then
   bash dev_setup/build-filters.sh rust-warning-only assemblyscript-max-message >/dev/null
 fi
 
 work="$(mktemp -d /tmp/ec-bench-cluster-XXXXXX)"
-cluster_dir="$work/cluster"
+cluster_dir="${CLUSTER_DIR:-$work/cluster}"
+keep_cluster=$([ -n "${CLUSTER_DIR:-}" ] && echo 1 || echo 0)
 bg_pids=()
 cleanup() {
   local p
   for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  if [ -f "$cluster_dir/cluster.env" ]; then bash dev_setup/cluster-down.sh "$cluster_dir" > /dev/null 2>&1 || true; fi
+  if [ "$keep_cluster" = 0 ] && [ -f "$cluster_dir/cluster.env" ]; then
+    bash dev_setup/cluster-down.sh "$cluster_dir" > /dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -75,7 +90,10 @@ results="$work/swap-rows.md"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # measured FIGURE: the line saying when, on which commit and with which command a figure was measured.
 measured() {
-  echo "Measured $(date -u +%Y-%m-%d) on commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- runtime exporters || echo ' (with local changes)') ($profile build) with \`dev_setup/bench-cluster.sh $1\`$([ "$1" = memory ] || [ "$1" = catchup ] && echo " (BACKLOG=$backlog$([ "$1" = memory ] && echo " STREAM=$stream")$([ "$1" = catchup ] && echo " RUNS=$runs"))")."
+  local build
+  build="commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- runtime exporters || echo ' (with local changes)') ($profile build)"
+  [ -z "${BIN:-}" ] || build="the binary \`$BIN\`"
+  echo "Measured $(date -u +%Y-%m-%d) on $build with \`dev_setup/bench-cluster.sh $1\`$([ "$1" = memory ] || [ "$1" = catchup ] && echo " (BACKLOG=$backlog$([ "$1" = memory ] && echo " STREAM=$stream")$([ "$1" = catchup ] && echo " RUNS=$runs"))")."
   echo
 }
 stats() { python3 "$probe" stats; }
@@ -93,8 +111,9 @@ if [ "$need_cluster" = 1 ]; then
   # shellcheck disable=SC1090
   . "$env_file"
   kc_admin="$ADMIN_KUBECONFIG" kc_collector="$COLLECTOR_KUBECONFIG"
-  for i in $(seq 0 $((procs - 1))); do kubectl --kubeconfig "$kc_admin" create ns "bench-$i" >/dev/null; done
-  kubectl --kubeconfig "$kc_admin" create ns swap >/dev/null
+  for ns in $(seq -f 'bench-%g' 0 $((procs - 1))) swap; do
+    kubectl --kubeconfig "$kc_admin" get ns "$ns" > /dev/null 2>&1 || kubectl --kubeconfig "$kc_admin" create ns "$ns" > /dev/null
+  done
 fi
 
 # generate_parallel TOTAL: creates TOTAL events (half through each API) in the
@@ -102,7 +121,7 @@ fi
 # takes them; prints the seconds it took.
 generate_parallel() {
   local total=$1 per i t0 pids=()
-  per=$(((total + 2 * procs - 1) / (2 * procs)))
+  per=$((total / (2 * procs)))
   t0=$(date +%s.%N)
   for i in $(seq 0 $((procs - 1))); do
     "$bin" generate --kubeconfig "$kc_admin" --namespace "bench-$i" --api both --scenario mixed \
@@ -120,11 +139,18 @@ count_events() {
   kubectl --kubeconfig "$kc_collector" get events -A --chunk-size=2000 -o name 2>/dev/null | wc -l
 }
 
-if [ "$need_cluster" = 1 ]; then
-  log "creating the backlog: $backlog events ($procs generators)"
-  gen_secs=$(generate_parallel "$backlog")
+if want memory || want catchup; then
   present=$(count_events)
-  log "backlog: $present events present, created in ${gen_secs}s ($(echo "$backlog / $gen_secs" | bc) events/s)"
+  if [ "$present" -lt "$backlog" ]; then
+    todo=$(round_up $((backlog - present)))
+    log "creating the backlog: $todo events ($procs generators; $present present)"
+    gen_secs=$(generate_parallel "$todo")
+    gen_note="$todo events of the backlog created by $procs \`generate\` processes in $(printf %.0f "$gen_secs") s ($(echo "$todo / $gen_secs" | bc) events/s)"
+    present=$(count_events)
+  else
+    gen_note="backlog created by an earlier run"
+  fi
+  log "backlog: $present events present"
   [ "$present" -ge "$backlog" ] || { log "only $present of $backlog events present"; exit 1; }
   backlog=$present
 fi
@@ -214,7 +240,7 @@ if want catchup; then
     echo
     printf -- '- collector (core/v1) / kubectl: **%.2f×** (target ≤ 2×)\n' "$ratio"
     printf -- '- collector peak RSS during the catch-up: %s MiB (median, min–max)\n' "$(fmt_stats "$rss")"
-    echo "- backlog created by $procs \`generate\` processes in ${gen_secs%.*} s; load average at the end: $(loadavg)"
+    echo "- $gen_note; load average at the end: $(loadavg)"
     echo
   } > "$work/fig-catchup.md"
 fi
