@@ -134,9 +134,12 @@ generate_parallel() {
   echo "$(date +%s.%N) - $t0" | bc -l
 }
 
-# count_events API: how many Events the apiserver holds (a paginated list as the collector).
+# count_events: how many Events the apiserver holds: one list request with
+# limit=1 (the rest is in metadata.remainingItemCount), as the collector.
 count_events() {
-  kubectl --kubeconfig "$kc_collector" get events -A --chunk-size=2000 -o name 2>/dev/null | wc -l
+  curl -sf --cacert "$CA_CERT" -H "Authorization: Bearer $(cat "$COLLECTOR_TOKEN_FILE")" \
+    "$APISERVER_URL/api/v1/events?limit=1" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["items"]) + (d["metadata"].get("remainingItemCount") or 0))'
 }
 
 if want memory || want catchup; then
@@ -388,7 +391,7 @@ text = open(doc).read()
 sec = re.compile(r"<!-- bench:cluster:start.*?<!-- bench:cluster:end -->", re.S)
 if not sec.search(text):
     blocks = "\n\n".join(f"<!-- bench:cluster-{f}:start -->\n(not measured yet)\n<!-- bench:cluster-{f}:end -->" for f in order)
-    text = text.rstrip("\n") + "\n\n<!-- bench:cluster:start (written by dev_setup/bench-cluster.sh; do not edit by hand) -->\n" \
+    text = text.rstrip("\n") + "\n\n<!-- bench:cluster:start (the bench:cluster-<figure> blocks are written by dev_setup/bench-cluster.sh; the notes after them by hand) -->\n" \
         + "## Against a real apiserver: memory, catch-up, hot swap, exporters\n\n" + blocks + "\n<!-- bench:cluster:end -->\n"
 for f in figures:
     block = open(os.path.join(work, f"block-{f}.md")).read().rstrip("\n")
