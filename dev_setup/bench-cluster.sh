@@ -271,8 +271,10 @@ if want memory; then
   cat "$m/samples.list" "$m/samples.stream" > "$m/samples"
   read -r peak steady first growth nsamples < <(python3 "$probe" rss "$m/samples" --from-line "$backlog")
   read -r lpeak _ < <(python3 "$probe" rss "$m/samples.list")
-  mkdir -p "$EC_CACHE/bench"
-  cp "$m/samples" "$EC_CACHE/bench/cluster-memory-samples.txt"
+  if [ "$smoke" = 0 ]; then
+    mkdir -p "$EC_CACHE/bench"
+    cp "$m/samples" "$EC_CACHE/bench/cluster-memory-samples.txt"
+  fi
   {
     echo "### Figure 3: memory while $stream events stream through"
     echo
