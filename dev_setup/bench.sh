@@ -10,6 +10,8 @@
 #   dev_setup/bench.sh --smoke       debug build, 10,000 events, 1 run, nothing written (CI: keeps the harness alive)
 #   EVENTS=200000 RUNS=3 dev_setup/bench.sh
 #   VARIANTS="none rust+enricher" dev_setup/bench.sh   a subset (the doc is written only for all four)
+#   CLUSTER=0 dev_setup/bench.sh     without the cluster figures (memory, catch-up, hot swap, exporters),
+#                                    which dev_setup/bench-cluster.sh measures after the pipeline figures
 #
 # The corpus comes from `event-collector generate --output` (all scenarios,
 # both APIs, ~1.1 KB per event) and is cached in $EC_CACHE/bench. The WASM
@@ -25,7 +27,7 @@ smoke=0
 for a in "$@"; do
   case "$a" in
     --smoke) smoke=1 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: dev_setup/bench.sh [--smoke]" >&2; exit 2 ;;
   esac
 done
@@ -172,6 +174,8 @@ cat "$table"
 if [ "$smoke" = 1 ]; then
   # The harness works if every variant ran and wrote events; the figures of a debug build mean nothing.
   awk -F'|' 'NR>2 && $3+0 == 0 {bad=1} END {exit bad}' "$table" || { echo "a variant wrote no events" >&2; exit 1; }
+  # The cluster figures too (the exporter figures need Kafka and both ES emulators: full runs only).
+  [ "${CLUSTER:-1}" = 0 ] || bash dev_setup/bench-cluster.sh --smoke catchup memory swap
   exit 0
 fi
 
@@ -205,3 +209,8 @@ text = pat.sub(lambda m: section, text) if pat.search(text) else text.rstrip("\n
 open(doc, "w").write(text)
 EOF
 log "written into $doc"
+
+# Figures 3-6 (memory, catch-up, hot swap, exporters) against a real apiserver: CLUSTER=0 skips them.
+if [ "${CLUSTER:-1}" != 0 ]; then
+  bash dev_setup/bench-cluster.sh
+fi

@@ -351,3 +351,42 @@ fn check_now_swaps_or_rejects_without_a_watcher() {
     );
     assert_eq!(host.status(id).generation, 3, "n1, the rejected one, n2");
 }
+
+/// A file that is complete (renamed into place, or closed after writing) ends
+/// the wait for a burst of file events to settle: with a debounce far longer
+/// than this test may take, both ways of replacing a module still swap.
+#[test]
+fn a_completed_file_does_not_wait_for_the_debounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("tagger.wasm");
+    std::fs::write(&module, core_tagger("c0")).unwrap();
+    let mut wasm = wasm_config(&dir.path().join("cache"));
+    wasm.watch_debounce = Duration::from_secs(3600);
+    let mut f = FilterConfig::new("tagger", &module);
+    f.timeout = TEST_TIMEOUT;
+    let metrics = Arc::new(event_collector::metrics::Metrics::new());
+    let host = FilterHost::with_options(&[f], &wasm, metrics, event_collector::filter::HostOptions::default())
+        .unwrap_or_else(|e| panic!("host: {e}"));
+    let id = host.id("tagger").unwrap();
+    let mut w = host.worker();
+
+    rename_into_place(&module, &core_tagger("c1"));
+    let s = sha(&core_tagger("c1"));
+    wait_for("the swap after a rename", Duration::from_secs(20), || {
+        host.status(id).sha256.as_deref() == Some(&s)
+    });
+    assert_eq!(
+        tag_of(&w.run_chain(&[id], event("a", "X"), None)).as_deref(),
+        Some("c1")
+    );
+
+    std::fs::write(&module, core_tagger("c2")).unwrap();
+    let s = sha(&core_tagger("c2"));
+    wait_for("the swap after a write in place", Duration::from_secs(20), || {
+        host.status(id).sha256.as_deref() == Some(&s)
+    });
+    assert_eq!(
+        tag_of(&w.run_chain(&[id], event("b", "X"), None)).as_deref(),
+        Some("c2")
+    );
+}
