@@ -133,8 +133,7 @@ pub struct WasmConfig {
     pub pooling: bool,
     /// Instances the pool holds: at least filters × (workers + 1) (one spare for validation).
     pub max_instances: u32,
-    /// How long the watcher waits for a burst of file events to settle (5 ms
-    /// once a file is complete: renamed into place or closed after writing).
+    /// How long the watcher waits for a burst of file events to settle.
     pub watch_debounce: Duration,
     /// Epoch interruption (the `timeout` mechanism). Not settable from the
     /// config file: turned off only by benchmarks, to measure its cost.

@@ -7,11 +7,6 @@
 //! ConfigMap/Secret volumes, where the file is a symlink through `..data` and
 //! an update swaps the `..data` symlink (an event on the directory, none on
 //! the file's name).
-//!
-//! A burst ends early once it holds an event that says a file is complete (a
-//! rename into the directory, or a file closed after writing): then only
-//! `SETTLE_AFTER_COMPLETE` (5 ms) of quiet is awaited, not the whole debounce, so
-//! the usual ways of replacing a module swap within milliseconds.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,7 +16,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use super::FilterId;
@@ -100,18 +95,6 @@ fn relevant(kind: &EventKind) -> bool {
     }
 }
 
-/// The quiet awaited after a burst has seen a file completed (instead of the debounce).
-const SETTLE_AFTER_COMPLETE: Duration = Duration::from_millis(5);
-
-/// Whether an event says a file is complete: renamed into place, or closed after writing.
-fn completes(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-    )
-}
-
 fn run(
     inner: Arc<Inner>,
     rx: mpsc::Receiver<notify::Result<notify::Event>>,
@@ -152,27 +135,17 @@ fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         let mut affected = HashSet::new();
-        let mut complete = first.as_ref().is_ok_and(|ev| completes(&ev.kind));
         add(first, &mut affected);
-        // Debounce: wait until no event arrived for `debounce`, or for
-        // SETTLE_AFTER_COMPLETE once a file is complete (a burst that never
-        // settles is checked after ten times the debounce).
+        // Debounce: wait until no event arrived for `debounce` (a burst that
+        // never settles is checked after ten times that).
         let burst = Instant::now();
         let limit = debounce * 10 + Duration::from_secs(1);
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let quiet = if complete {
-                debounce.min(SETTLE_AFTER_COMPLETE)
-            } else {
-                debounce
-            };
-            match rx.recv_timeout(quiet.max(Duration::from_millis(1))) {
-                Ok(ev) => {
-                    complete |= ev.as_ref().is_ok_and(|e| completes(&e.kind));
-                    add(ev, &mut affected)
-                }
+            match rx.recv_timeout(debounce.max(Duration::from_millis(1))) {
+                Ok(ev) => add(ev, &mut affected),
                 Err(mpsc::RecvTimeoutError::Timeout) => break,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
