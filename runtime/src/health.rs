@@ -173,12 +173,19 @@ pub async fn poll_exporters(
     let mut last: Vec<Option<Health>> = vec![None; exporters.len()];
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open = true;
     loop {
+        // A new exporter set is polled at once, not on the next tick.
+        let mut changed = false;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+            r = set.changed(), if open => {
+                open = r.is_ok();
+                changed = open;
+            }
         }
-        if set.has_changed().unwrap_or(false) {
+        if changed || set.has_changed().unwrap_or(false) {
             // Hold only the current exporters: a replaced one must be let go
             // (its connection closed, its file lock released).
             exporters = set.borrow_and_update().clone();

@@ -135,8 +135,6 @@ where
     let delivered = recovery::recover(&setup.exporters, &setup.recover_from).await;
     let sampler = recovery::Sampler::new(&setup.exporters);
 
-    let ingest = tokio::spawn(ingest(source, src_tx, shutdown.clone()));
-
     let Control { reconfigure, exporters } = control;
     let mut set = ExporterSet::new(
         ack_tx.clone(),
@@ -146,6 +144,8 @@ where
         exporters,
     );
     let queues = set.start(setup.exporters.clone());
+    // Only now take events: the exporters are published (for readiness) before the watch can be up.
+    let ingest = tokio::spawn(ingest(source, src_tx, shutdown.clone()));
     let tracker = tokio::spawn(tracker(ack_rx, checkpoints, metrics.clone(), setup.seen.clone()));
     let drain_timeout = setup.drain_timeout;
 
