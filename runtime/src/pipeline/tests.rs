@@ -101,7 +101,8 @@ exporters = ["all"]
 type = "Normal"
 "#;
 
-fn item(uid: &str, rv: &str, ty: &str, ns: &str) -> SourceItem {
+/// A core/v1 ADDED event from the watch (also used by `reconfigure/tests.rs`).
+pub(super) fn item(uid: &str, rv: &str, ty: &str, ns: &str) -> SourceItem {
     let raw: RawEvent = serde_json::from_value(json!({
         "metadata": {"uid": uid, "resourceVersion": rv, "name": uid, "namespace": ns},
         "type": ty, "reason": "Test", "count": 1,

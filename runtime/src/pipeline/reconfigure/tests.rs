@@ -9,15 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use event_collector_exporters::{Batch, ExportError, Exporter};
-use serde_json::json;
 
 use super::*;
 use crate::ack::Checkpoint;
 use crate::config::Config;
-use crate::event::{Api, RawEvent, WatchType};
 use crate::pipeline::{Summary, run_with};
 use crate::setup;
-use crate::source::{SourceEvent, SourceItem};
+use crate::source::SourceItem;
 
 /// Records the uids it receives; refuses everything while `down`.
 #[derive(Default)]
@@ -123,20 +121,7 @@ type = "Warning"
 fn item(i: usize) -> SourceItem {
     let ty = if i.is_multiple_of(3) { "Warning" } else { "Normal" };
     let uid = format!("u{i:05}");
-    let raw: RawEvent = serde_json::from_value(json!({
-        "metadata": {"uid": uid, "resourceVersion": (i + 1).to_string(), "name": uid, "namespace": "ns"},
-        "type": ty, "reason": "Test", "count": 1,
-        "lastTimestamp": "2024-01-01T00:00:00Z"
-    }))
-    .unwrap();
-    SourceItem::Event(Box::new(SourceEvent {
-        api: Api::CoreV1,
-        watch_type: WatchType::Added,
-        raw,
-        prev_count: None,
-        stream: 0,
-        initial: false,
-    }))
+    crate::pipeline::tests::item(&uid, &(i + 1).to_string(), ty, "ns")
 }
 
 fn slot_of(config: &Config, name: &str, sink: &Arc<Sink>) -> ExporterSlot {
