@@ -11,6 +11,11 @@ use event_collector::config::{self, Config};
 use event_collector::explain;
 use event_collector::source::client::ClientOptions;
 
+/// mimalloc rather than glibc malloc: events cross threads (allocated where they are
+/// decoded, freed after export), which glibc's arenas handle with locks (docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "event-collector",
