@@ -85,7 +85,7 @@ fn corpus() -> Vec<(Api, RawEvent, Vec<u8>)> {
     out.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|line| match decode(line) {
-            Ok(Some(Recorded::Applied(api, raw))) => (api, raw, line.to_vec()),
+            Ok(Some(Recorded::Applied(api, raw))) => (api, *raw, line.to_vec()),
             other => panic!("the generator wrote an unexpected line: {other:?}"),
         })
         .collect()
@@ -173,7 +173,7 @@ fn bench(c: &mut Criterion) {
                     let Ok(Some(Recorded::Applied(api, raw))) = decode(line) else {
                         continue;
                     };
-                    let Ok(ev) = normalize(api, raw, WatchType::Added, None, &opts()) else {
+                    let Ok(ev) = normalize(api, *raw, WatchType::Added, None, &opts()) else {
                         continue;
                     };
                     table.evaluate(&ev, &mut taken);

@@ -73,7 +73,7 @@ fn item(uid: &str, rv: &str, ty: &str, reason: &str) -> SourceItem {
     SourceItem::Event(Box::new(SourceEvent {
         api: Api::CoreV1,
         watch_type: WatchType::Added,
-        raw,
+        raw: Box::new(raw),
         prev_count: None,
         stream: 0,
         initial: false,

@@ -56,7 +56,7 @@ fn item(i: usize) -> SourceItem {
     SourceItem::Event(Box::new(SourceEvent {
         api: Api::CoreV1,
         watch_type: WatchType::Added,
-        raw,
+        raw: Box::new(raw),
         prev_count: None,
         stream: 0,
         initial: false,

@@ -112,7 +112,7 @@ pub(super) fn item(uid: &str, rv: &str, ty: &str, ns: &str) -> SourceItem {
     SourceItem::Event(Box::new(SourceEvent {
         api: Api::CoreV1,
         watch_type: WatchType::Added,
-        raw,
+        raw: Box::new(raw),
         prev_count: None,
         stream: 0,
         initial: false,
@@ -292,7 +292,7 @@ async fn normalize_failures_are_counted_and_skipped() {
         SourceItem::Event(Box::new(SourceEvent {
             api: Api::EventsV1,
             watch_type: WatchType::Added,
-            raw: bad,
+            raw: Box::new(bad),
             prev_count: None,
             stream: 0,
             initial: false,
@@ -320,7 +320,7 @@ async fn startup_max_age_drops_only_old_events_from_the_first_list() {
         SourceItem::Event(Box::new(SourceEvent {
             api: Api::CoreV1,
             watch_type: WatchType::Added,
-            raw,
+            raw: Box::new(raw),
             prev_count: None,
             stream: 0,
             initial,

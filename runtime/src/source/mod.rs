@@ -94,7 +94,7 @@ pub fn watch_specs(cfg: &SourceConfig) -> Vec<WatchSpec> {
 pub struct SourceEvent {
     pub api: Api,
     pub watch_type: WatchType,
-    pub raw: RawEvent,
+    pub raw: Box<RawEvent>,
     /// The count already passed on for this uid, if any.
     pub prev_count: Option<u64>,
     /// Index of the watch (in [`watch_specs`] order) it came from.
@@ -172,8 +172,8 @@ pub fn watch(
 
 /// An event from a recorded stream ([`replay`]), before classification.
 pub enum Replayed {
-    Apply(RawEvent),
-    Delete(RawEvent),
+    Apply(Box<RawEvent>),
+    Delete(Box<RawEvent>),
 }
 
 /// Classifies recorded events, tagged with their watch index, like live ones
@@ -196,7 +196,7 @@ where
             i,
             watch::Out::Event {
                 deleted,
-                raw: Box::new(raw),
+                raw,
                 initial: false,
             },
         )
@@ -259,9 +259,8 @@ impl Classifier {
                 deleted: false,
                 raw,
                 initial,
-            } => self.apply(stream, api, *raw, initial),
+            } => self.apply(stream, api, raw, initial),
             watch::Out::Event { deleted: true, raw, .. } => {
-                let raw = *raw;
                 self.metrics.received(api, "deleted");
                 if let Some(uid) = raw.metadata.uid.as_deref() {
                     self.tracker.forget(uid);
@@ -281,7 +280,7 @@ impl Classifier {
         }
     }
 
-    fn apply(&mut self, stream: usize, api: Api, raw: RawEvent, initial: bool) -> Option<SourceItem> {
+    fn apply(&mut self, stream: usize, api: Api, raw: Box<RawEvent>, initial: bool) -> Option<SourceItem> {
         self.metrics.received(api, if initial { "listed" } else { "applied" });
         let count = occurrence_count(&raw);
         // Objects without uid or resourceVersion still go on, so normalize can report them by name.

@@ -32,16 +32,19 @@ const BATCH: usize = 1024;
 /// One decoded line.
 #[derive(Debug)]
 pub enum Recorded {
-    Applied(Api, RawEvent),
-    Deleted(Api, RawEvent),
+    Applied(Api, Box<RawEvent>),
+    Deleted(Api, Box<RawEvent>),
 }
 
+/// Events are boxed as they are decoded: a `RawEvent` is over a kilobyte, and
+/// moving it by value through the source's stages cost more than the decode's
+/// allocations (docs/benchmarks.md).
 #[derive(Deserialize)]
-struct Line {
-    #[serde(rename = "type")]
-    type_: String,
+struct Line<'a> {
+    #[serde(rename = "type", borrow)]
+    type_: std::borrow::Cow<'a, str>,
     #[serde(default)]
-    object: Option<RawEvent>,
+    object: Option<Box<RawEvent>>,
 }
 
 /// Why the replay file cannot be used at all.
@@ -59,7 +62,7 @@ pub fn decode(line: &[u8]) -> Result<Option<Recorded>, String> {
         return Ok(None);
     }
     let l: Line = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-    let deleted = match l.type_.as_str() {
+    let deleted = match l.type_.as_ref() {
         "ADDED" | "MODIFIED" => false,
         "DELETED" => true,
         "BOOKMARK" | "ERROR" => return Ok(None),
