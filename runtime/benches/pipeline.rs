@@ -21,6 +21,10 @@ use event_collector::pipeline::to_record;
 use event_collector::route::RouteTable;
 use event_collector::source::replay::{Recorded, decode};
 
+/// The collector's allocator (runtime/src/main.rs), so that the stages cost what they cost in the binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Events per API in the sample corpus.
 const PER_API: u64 = 500;
 

@@ -61,7 +61,9 @@ pub fn decode(line: &[u8]) -> Result<Option<Recorded>, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let l: Line = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    // UTF-8 checked once for the line: parsing from a str skips the check per string.
+    let line = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    let l: Line = serde_json::from_str(line).map_err(|e| e.to_string())?;
     let deleted = match l.type_.as_ref() {
         "ADDED" | "MODIFIED" => false,
         "DELETED" => true,

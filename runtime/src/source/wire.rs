@@ -51,27 +51,38 @@ impl WireEvent {
 
     /// Decodes one object; never fails.
     pub fn from_value(v: Value) -> Self {
-        let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-        let kind_error = match (s("/kind"), s("/apiVersion")) {
-            (Some(k), _) if k != "Event" => Some(format!("unexpected kind {k}")),
-            (_, Some(a)) if crate::event::Api::from_api_version(&a).is_none() => {
-                Some(format!("unexpected apiVersion {a}"))
+        let parsed = match RawEvent::deserialize(&v) {
+            Ok(raw) => checked(raw),
+            Err(e) => Err(e.to_string()),
+        };
+        Self::with_fallback(parsed, || v)
+    }
+
+    /// Decodes one object from its JSON text: parsed once, straight into the
+    /// wire type. The generic JSON tree is built only for an object that
+    /// fails, to name it in the error.
+    pub fn from_json(text: &str) -> Self {
+        let parsed = match serde_json::from_str::<RawEvent>(text) {
+            Ok(raw) => checked(raw),
+            Err(e) => Err(e.to_string()),
+        };
+        Self::with_fallback(parsed, || serde_json::from_str(text).unwrap_or(Value::Null))
+    }
+
+    fn with_fallback(parsed: Result<RawEvent, String>, value: impl FnOnce() -> Value) -> Self {
+        let parsed = parsed.map_err(|error| {
+            let v = value();
+            let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+            Malformed {
+                uid: s("/metadata/uid"),
+                resource_version: s("/metadata/resourceVersion"),
+                name: format!(
+                    "{}/{}",
+                    s("/metadata/namespace").unwrap_or_else(|| "-".into()),
+                    s("/metadata/name").unwrap_or_else(|| "-".into())
+                ),
+                error,
             }
-            _ => None,
-        };
-        let parsed = match kind_error {
-            None => RawEvent::deserialize(&v).map_err(|e| e.to_string()),
-            Some(e) => Err(e),
-        };
-        let parsed = parsed.map_err(|error| Malformed {
-            uid: s("/metadata/uid"),
-            resource_version: s("/metadata/resourceVersion"),
-            name: format!(
-                "{}/{}",
-                s("/metadata/namespace").unwrap_or_else(|| "-".into()),
-                s("/metadata/name").unwrap_or_else(|| "-".into())
-            ),
-            error,
         });
         Self {
             parsed,
@@ -80,9 +91,20 @@ impl WireEvent {
     }
 }
 
+/// An object that decoded, if it is an Event of an API we know.
+fn checked(raw: RawEvent) -> Result<RawEvent, String> {
+    match (raw.kind.as_deref(), raw.api_version.as_deref()) {
+        (Some(k), _) if k != "Event" => Err(format!("unexpected kind {k}")),
+        (_, Some(a)) if crate::event::Api::from_api_version(a).is_none() => Err(format!("unexpected apiVersion {a}")),
+        _ => Ok(raw),
+    }
+}
+
 impl<'de> Deserialize<'de> for WireEvent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Value::deserialize(d).map(WireEvent::from_value)
+        // The object's text (validated JSON, not a tree), then one typed parse of it.
+        let text = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        Ok(WireEvent::from_json(text.get()))
     }
 }
 
@@ -139,5 +161,30 @@ mod tests {
         assert!(m.to_string().starts_with("ns/n (uid u2): "), "{m}");
         let unknown = WireEvent::from_value(json!({"kind":"ConfigMap","apiVersion":"v1","metadata":{"uid":"u3"}}));
         assert!(unknown.parsed.unwrap_err().error.contains("unexpected kind ConfigMap"));
+    }
+
+    #[test]
+    fn decoded_from_text_as_from_a_tree() {
+        let objects = [
+            json!({"kind":"Event","apiVersion":"events.k8s.io/v1","metadata":{"uid":"u1","resourceVersion":"5","labels":{"a":"b"}},"note":"n\u{e9}\n \"q\"","regarding":{"kind":"Pod","name":"p"}}),
+            json!({"metadata":{"uid":"u2","name":"n","namespace":"ns","resourceVersion":"6"},"count":"many"}),
+            json!({"kind":"Event","apiVersion":"apps/v1","metadata":{"uid":"u4"}}),
+        ];
+        for v in objects {
+            let text = v.to_string();
+            let (a, b) = (WireEvent::from_json(&text), WireEvent::from_value(v));
+            assert_eq!(a.parsed, b.parsed, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_list_of_objects_decodes_each_on_its_own() {
+        // As kube reads a list page: one bad item does not fail the others.
+        let page = r#"[{"kind":"Event","apiVersion":"v1","metadata":{"uid":"a"}},{"metadata":{"uid":"b","name":"x","namespace":"y"},"count":[1]},{"kind":"Event","apiVersion":"v1","metadata":{"uid":"c"},"count":3}]"#;
+        let items: Vec<WireEvent> = serde_json::from_str(page).unwrap();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].parsed.is_ok());
+        assert_eq!(items[1].parsed.as_ref().unwrap_err().uid.as_deref(), Some("b"));
+        assert_eq!(items[2].parsed.as_ref().unwrap().count, Some(3));
     }
 }
