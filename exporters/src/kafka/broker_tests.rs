@@ -262,7 +262,10 @@ async fn reads_back_exactly_what_was_produced_after_a_position() {
     assert_eq!(got.len(), 33);
     assert_eq!(got, keys_of(20..53));
     assert!(e.recover(Some(&end)).await.unwrap().is_empty(), "nothing after the end");
-    assert!(e.recover(None).await.unwrap().is_empty(), "no saved state: nothing to read");
+    assert!(
+        e.recover(None).await.unwrap().is_empty(),
+        "no saved state: nothing to read"
+    );
     assert!(
         e.recover(Some("volume-v1;x")).await.unwrap().is_empty(),
         "not a Kafka position: nothing to read"
@@ -298,7 +301,10 @@ async fn the_position_before_any_delivery_is_the_topics_end() {
             None => panic!("no position from the topic's partition ends"),
         }
     };
-    let parts: HashSet<&str> = pos["kafka-v1;".len()..].split(',').map(|p| &p[..p.rfind(':').unwrap()]).collect();
+    let parts: HashSet<&str> = pos["kafka-v1;".len()..]
+        .split(',')
+        .map(|p| &p[..p.rfind(':').unwrap()])
+        .collect();
     assert!(
         ["events:0", "events:1", "events:2"].iter().all(|p| parts.contains(p)),
         "every partition has an offset: {pos}"
@@ -309,7 +315,10 @@ async fn the_position_before_any_delivery_is_the_topics_end() {
     let e = config(&broker.brokers, "events").build("k").unwrap();
     let mut got = e.recover(Some(&pos)).await.unwrap();
     for i in 30..40 {
-        assert!(got.remove(&format!("uid-{i}"), &(1000 + i).to_string()), "uid-{i} read back");
+        assert!(
+            got.remove(&format!("uid-{i}"), &(1000 + i).to_string()),
+            "uid-{i} read back"
+        );
     }
     for i in 0..30 {
         got.remove(&format!("uid-{i}"), &(1000 + i).to_string());
@@ -519,4 +528,3 @@ async fn bench_100k_1kb_records() {
         );
     }
 }
-

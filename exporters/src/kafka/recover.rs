@@ -377,7 +377,10 @@ mod tests {
             assert_eq!(Offsets::decode(bad), None, "{bad}");
         }
         let by: Vec<_> = o.by_topic().into_iter().collect();
-        assert_eq!(by, vec![("k8s-events", vec![(2, 10)]), ("k8s-events.ns_a", vec![(0, 3)])]);
+        assert_eq!(
+            by,
+            vec![("k8s-events", vec![(2, 10)]), ("k8s-events.ns_a", vec![(0, 3)])]
+        );
     }
 
     #[test]
@@ -404,6 +407,11 @@ mod tests {
         }
         assert!(!p.record(7, 0), "not a partition being read");
         p.end(1);
+        assert_eq!(
+            p.unfinished(),
+            2,
+            "partition 0 is read past its listed end until the fetch ends it"
+        );
         p.end(0);
         assert_eq!(p.unfinished(), 1);
         p.end(2);
