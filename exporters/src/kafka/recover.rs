@@ -384,6 +384,35 @@ mod tests {
     }
 
     #[test]
+    fn the_consumer_keeps_the_connection_settings_and_only_reads() {
+        let mut producer = ClientConfig::new();
+        producer
+            .set("bootstrap.servers", "k0:9092")
+            .set("security.protocol", "sasl_ssl")
+            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("ssl.ca.location", "/ca.pem")
+            .set("enable.idempotence", "true")
+            .set("compression.codec", "lz4")
+            .set("acks", "all");
+        let c = consumer_config(&producer, "kafka");
+        for (k, v) in [
+            ("bootstrap.servers", "k0:9092"),
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("ssl.ca.location", "/ca.pem"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("group.id", "event-collector-recover-kafka"),
+        ] {
+            assert_eq!(c.get(k), Some(v), "{k}");
+        }
+        for k in ["enable.idempotence", "compression.codec", "acks"] {
+            assert_eq!(c.get(k), None, "producer setting {k} is not passed on");
+        }
+    }
+
+    #[test]
     fn merge_keeps_the_highest_offset_of_each_partition() {
         let mut a = Offsets::decode("kafka-v1;t:0:5,t:1:9").unwrap();
         let b = Offsets::decode("kafka-v1;t:0:7,t:1:2,u:3:1").unwrap();
