@@ -3,16 +3,21 @@
 //! Volume exporter, while it is killed, stopped, its API server restarted,
 //! etcd compacted under it, or its leader replaced. Each row creates a few
 //! thousand Events concurrently through the API server and counts, by
-//! (uid, resourceVersion), what the Volume output lost and duplicated.
+//! (uid, resourceVersion), what the Volume output lost and duplicated (row 1
+//! also with a Kafka exporter beside it, counting the Kafka topic too).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use event_collector_e2e::{Cluster, Collector, events, read_volume, wait_for};
+use event_collector_e2e::{Cluster, Collector, DevServer, events, read_volume, wait_for};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::api::{Api, DeleteParams};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -466,4 +471,142 @@ async fn row8_malformed_object_is_skipped_and_the_stream_goes_on() {
     assert!(log.contains("broken-1"), "a log line names the object:\n{log}");
     assert!(log.contains("uid"), "{log}");
     assert_eq!((t.lost, t.duplicated, t.other), (0, 0, 0), "{t:?}");
+}
+
+/// A tansu broker for the Kafka rows; stopped when dropped.
+fn kafka_broker() -> (DevServer, String) {
+    let server = DevServer::start("kafka", &[]).expect("dev_setup/kafka-up.sh");
+    let brokers = server.get("KAFKA_BROKERS").to_string();
+    (server, brokers)
+}
+
+/// The Volume exporter and a Kafka exporter (topic `events`, 3 partitions) on one route.
+fn kafka_config(out: &Path, state: &Path, brokers: &str) -> String {
+    format!(
+        r#"
+cluster = "e2e"
+[source]
+api = "core/v1"
+namespaces = ["{NS}"]
+
+[state]
+dir = "{}"
+
+[[exporters]]
+name = "local"
+type = "volume"
+path = "{}"
+fsync = "always"
+batch_timeout = "20ms"
+
+[[exporters]]
+name = "kafka"
+type = "kafka"
+brokers = "{brokers}"
+topic = "events"
+batch_timeout = "20ms"
+create_topics = {{ partitions = 3, replication = 1 }}
+
+[[routes]]
+name = "all"
+default = true
+exporters = ["local", "kafka"]
+"#,
+        state.display(),
+        out.display()
+    )
+}
+
+/// Reads every record of `topic` (every partition, from its start, without a
+/// consumer group) until all of `expected` are there or `WAIT` passes, then
+/// 2 s more so that a late duplicate shows too; counts by (uid, resourceVersion).
+fn tally_kafka(brokers: &str, topic: &str, expected: &HashSet<(String, String)>) -> Tally {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "e2e-delivery")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("kafka consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut counts: HashMap<(String, String), usize> = HashMap::new();
+    let mut other = 0;
+    let deadline = Instant::now() + WAIT;
+    let mut grace: Option<Instant> = None;
+    while Instant::now() < deadline && grace.is_none_or(|g| Instant::now() < g) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let v: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+                let key = (
+                    v["uid"].as_str().unwrap_or("").to_string(),
+                    v["resource_version"].as_str().unwrap_or("").to_string(),
+                );
+                if expected.contains(&key) {
+                    *counts.entry(key).or_default() += 1;
+                } else {
+                    other += 1;
+                }
+            }
+            Some(Err(e)) => eprintln!("kafka consumer: {e}"),
+            None => {}
+        }
+        if grace.is_none() && counts.len() == expected.len() {
+            grace = Some(Instant::now() + Duration::from_secs(2));
+        }
+    }
+    Tally {
+        created: expected.len(),
+        lost: expected.iter().filter(|k| !counts.contains_key(*k)).count(),
+        duplicated: counts.values().map(|c| c - 1).sum(),
+        gap_records: Vec::new(),
+        other,
+    }
+}
+
+/// Row 1 with Kafka: SIGKILL mid-stream, then restart; exactly once in the
+/// Kafka topic too (what was produced after the last checkpoint write is read
+/// back from the topic at the restart and not produced again), and in the
+/// Volume output beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn row1_kafka_sigkill_mid_stream_then_restart() {
+    let s = setup();
+    let (_kafka, brokers) = kafka_broker();
+    let out = s.work.path().join("out");
+    let cfg = write(
+        s.work.path(),
+        "c.toml",
+        &kafka_config(&out, &s.work.path().join("state"), &brokers),
+    );
+    let mut c = Collector::start(&cfg, s.cluster.collector_kubeconfig(), &[]).unwrap();
+    let client = s.cluster.admin_client().await.unwrap();
+    let creating = tokio::spawn(async move { create_many(client, "q", 4000, 16).await });
+    assert!(wait_for(WAIT, || (count_events(&out) >= 1000).then_some(())).is_some());
+    kill9(&mut c);
+    let created = creating.await.unwrap();
+    let mut c = Collector::start(&cfg, s.cluster.collector_kubeconfig(), &[]).unwrap();
+    let expected = keys(&created);
+    let t = wait_all(&[&out], &expected);
+    let k = tally_kafka(&brokers, "events", &expected);
+    let status = c.terminate().unwrap();
+    report("row 1 (SIGKILL), volume", &t);
+    report("row 1 (SIGKILL), kafka", &k);
+    let log = c.log_text();
+    eprintln!("row 1 (kafka) restart: {:#?}", recovery_lines(&log));
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        log.contains("kafka exporter: read back what was produced after the saved position"),
+        "the restart read the topic back from a saved position\n{log}"
+    );
+    assert!(!log.contains("did not reach the end"), "{log}");
+    assert_eq!((k.lost, k.duplicated, k.other), (0, 0, 0), "kafka: {k:?}\n{log}");
+    assert_eq!((t.lost, t.duplicated), (0, 0), "volume: {t:?}\n{log}");
 }

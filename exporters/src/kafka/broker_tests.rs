@@ -220,6 +220,112 @@ async fn delivers_with_keys_headers_and_partitions() {
     }
 }
 
+fn keyed(i: usize) -> Arc<Record> {
+    Arc::new(Record::new(
+        fields(i, i % 5, "default"),
+        format!("{{\"uid\":\"uid-{i}\",\"resource_version\":\"{}\"}}", 1000 + i),
+    ))
+}
+
+fn keyed_batch(r: std::ops::Range<usize>) -> Vec<Arc<Record>> {
+    r.map(keyed).collect()
+}
+
+fn keys_of(r: std::ops::Range<usize>) -> crate::Delivered {
+    let mut want = crate::Delivered::default();
+    for i in r {
+        want.insert(&format!("uid-{i}"), &(1000 + i).to_string());
+    }
+    want
+}
+
+/// What was produced after a position is read back from the topic by a new
+/// exporter (a restart after a kill), exactly; nothing before it. Batches of
+/// many records: tansu then lists a partition's end inside its last batch
+/// (the base offset of that batch plus one), so the read must go on to the
+/// end the fetch reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_back_exactly_what_was_produced_after_a_position() {
+    let broker = Broker::start();
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    e.export(&keyed_batch(0..20)).await.unwrap();
+    let pos = e.position().expect("a position once delivered");
+    assert!(pos.starts_with("kafka-v1;events:"), "{pos}");
+    e.export(&keyed_batch(20..50)).await.unwrap();
+    e.export(&keyed_batch(50..53)).await.unwrap();
+    let end = e.position().unwrap();
+    drop(e);
+
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    let got = e.recover(Some(&pos)).await.unwrap();
+    assert_eq!(got.len(), 33);
+    assert_eq!(got, keys_of(20..53));
+    assert!(e.recover(Some(&end)).await.unwrap().is_empty(), "nothing after the end");
+    assert!(
+        e.recover(None).await.unwrap().is_empty(),
+        "no saved state: nothing to read"
+    );
+    assert!(
+        e.recover(Some("volume-v1;x")).await.unwrap().is_empty(),
+        "not a Kafka position: nothing to read"
+    );
+    // The new exporter's position starts where the read-back ended: what it
+    // produces next is all that a read-back from it finds.
+    let next = e.position().expect("a position after the read-back");
+    e.export(&keyed_batch(53..60)).await.unwrap();
+    drop(e);
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    assert_eq!(e.recover(Some(&next)).await.unwrap(), keys_of(53..60));
+}
+
+/// Before its first delivery, an exporter's position is the end of every
+/// partition of its topic when it started: a read-back from it finds what the
+/// exporter produced (and, with a broker that lists an end too low, possibly
+/// some records before it; never fewer).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_position_before_any_delivery_is_the_topics_end() {
+    let broker = Broker::start();
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    e.export(&keyed_batch(0..30)).await.unwrap();
+    drop(e);
+
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pos = loop {
+        match e.position() {
+            Some(p) => break p,
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => panic!("no position from the topic's partition ends"),
+        }
+    };
+    let parts: HashSet<&str> = pos["kafka-v1;".len()..]
+        .split(',')
+        .map(|p| &p[..p.rfind(':').unwrap()])
+        .collect();
+    assert!(
+        ["events:0", "events:1", "events:2"].iter().all(|p| parts.contains(p)),
+        "every partition has an offset: {pos}"
+    );
+    e.export(&keyed_batch(30..40)).await.unwrap();
+    drop(e);
+
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    let mut got = e.recover(Some(&pos)).await.unwrap();
+    for i in 30..40 {
+        assert!(
+            got.remove(&format!("uid-{i}"), &(1000 + i).to_string()),
+            "uid-{i} read back"
+        );
+    }
+    for i in 0..30 {
+        got.remove(&format!("uid-{i}"), &(1000 + i).to_string());
+    }
+    assert!(got.is_empty(), "nothing but records of this topic");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn templated_topics_are_created_and_sanitized() {
     let broker = Broker::start();

@@ -71,7 +71,14 @@
 //! flight) is reported as failed and sent again by the pipeline. Consumers
 //! that must not see an event twice can drop repeats by `uid` +
 //! `resource_version` (unique per exported record).
+//!
+//! Across a hard kill (SIGKILL, a leader replaced), the records produced
+//! after the last checkpoint write are read back from the topic at the next
+//! start and not produced again: the exporter's position is the next offset
+//! of every partition it knows (see `recover.rs` for what is and is not
+//! covered).
 
+mod recover;
 mod template;
 
 #[cfg(test)]
@@ -610,6 +617,8 @@ impl KafkaConfig {
             known_topics: Mutex::new(HashSet::new()),
             health,
             message_timeout: self.message_timeout,
+            offsets: Mutex::new(recover::Offsets::default()),
+            seeded: AtomicBool::new(false),
         });
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let probe = Arc::clone(&shared);
@@ -819,7 +828,14 @@ struct Shared {
     known_topics: Mutex<HashSet<String>>,
     health: Arc<HealthState>,
     message_timeout: Duration,
+    /// Per partition: the offset after the last record known delivered (the position).
+    offsets: Mutex<recover::Offsets>,
+    /// Every partition of the fixed topic has an offset in `offsets`.
+    seeded: AtomicBool,
 }
+
+/// How long the startup read-back may take.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the background thread checks the brokers while not ready.
 const CHECK_INTERVAL: Duration = Duration::from_secs(3);
@@ -844,7 +860,8 @@ impl Shared {
                 _ => return,
             }
             let asked = self.health.recheck.swap(false, Ordering::Relaxed);
-            if asked || (!self.health.get().is_ready() && last.elapsed() >= CHECK_INTERVAL) {
+            let unseeded = self.topic.fixed().is_some() && !self.seeded.load(Ordering::Relaxed);
+            if asked || ((unseeded || !self.health.get().is_ready()) && last.elapsed() >= CHECK_INTERVAL) {
                 self.check(false);
                 last = Instant::now();
             }
@@ -882,6 +899,10 @@ impl Shared {
         let problem = match err {
             None => {
                 self.remember_topic(topic);
+                if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+                    let ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                    self.seed_offsets(&producer, topic, &ids);
+                }
                 None
             }
             Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
@@ -890,6 +911,8 @@ impl Shared {
                         Ok(()) => {
                             tracing::info!(exporter = %self.name, topic, partitions = ct.partitions, "created the topic");
                             self.remember_topic(topic);
+                            let ids: Vec<i32> = (0..ct.partitions).collect();
+                            self.seed_offsets(&producer, topic, &ids);
                             None
                         }
                         Err(e) => Some(format!("topic `{topic}` does not exist and cannot be created: {e}")),
@@ -973,6 +996,28 @@ impl Shared {
             }
         }
         failed
+    }
+
+    /// Makes the position cover partitions of `topic` it has no offset for
+    /// yet, with their high watermark now (every later record lies past it;
+    /// a watermark that is too low only makes a read-back read more).
+    /// Until every partition has one, the check runs again every few seconds.
+    fn seed_offsets(&self, producer: &Prod, topic: &str, partitions: &[i32]) {
+        let missing: Vec<i32> = {
+            let o = lock(&self.offsets);
+            partitions.iter().copied().filter(|p| !o.knows(topic, *p)).collect()
+        };
+        for p in missing {
+            match producer.client().fetch_watermarks(topic, p, METADATA_TIMEOUT) {
+                Ok((_, high)) => lock(&self.offsets).advance(topic, p, high),
+                Err(e) => {
+                    tracing::debug!(exporter = %self.name, topic, partition = p, error = %kafka_message(&e),
+                        "cannot read a partition's end; will retry");
+                    return;
+                }
+            }
+        }
+        self.seeded.store(true, Ordering::Relaxed);
     }
 
     fn remember_topic(&self, topic: &str) {
@@ -1248,9 +1293,13 @@ impl Exporter for KafkaExporter {
                 }
             }
         }
+        let mut placed: Vec<(usize, i32, i64)> = Vec::with_capacity(pending.len());
         for (i, delivery) in pending {
             outcomes[i] = Some(match delivery.await {
-                Ok(Ok(_)) => Outcome::Delivered,
+                Ok(Ok(d)) => {
+                    placed.push((i, d.partition, d.offset));
+                    Outcome::Delivered
+                }
                 Ok(Err((e, _msg))) => {
                     let (kind, reason) = classify(&e, missing_topic_waits);
                     if reason == "unknown_topic" {
@@ -1268,6 +1317,12 @@ impl Exporter for KafkaExporter {
                     message: "the producer was closed before the delivery report".into(),
                 },
             });
+        }
+        if !placed.is_empty() {
+            let mut o = lock(&s.offsets);
+            for (i, partition, offset) in placed {
+                o.advance(&topics[i], partition, offset + 1);
+            }
         }
         let outcomes: Vec<Outcome> = outcomes
             .into_iter()
@@ -1321,5 +1376,49 @@ impl Exporter for KafkaExporter {
 
     fn health(&self) -> Health {
         self.shared.health.get()
+    }
+
+    fn position(&self) -> Option<String> {
+        let o = lock(&self.shared.offsets);
+        (!o.is_empty()).then(|| o.encode())
+    }
+
+    async fn recover(&self, from: Option<&str>) -> Result<crate::Delivered, ExportError> {
+        let s = Arc::clone(&self.shared);
+        let from = match from.map(|f| (f, recover::Offsets::decode(f))) {
+            None => recover::Offsets::default(),
+            Some((_, Some(o))) => o,
+            Some((f, None)) => {
+                tracing::warn!(exporter = %s.name, position = f,
+                    "kafka exporter: the saved position is not one of this exporter; nothing to read back, \
+                     events exported just before the last stop may come again");
+                recover::Offsets::default()
+            }
+        };
+        if from.is_empty() {
+            // Nothing saved: nothing to read back (the background check seeds the position
+            // with the fixed topic's partition ends, without holding the startup).
+            return Ok(crate::Delivered::default());
+        }
+        let name = s.name.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = recover::read_back(&s.client_config, &s.name, &from, READ_BACK_TIMEOUT);
+            if let Ok(r) = &r {
+                lock(&s.offsets).merge(&r.ends);
+            }
+            r
+        })
+        .await
+        .map_err(|e| ExportError::transient("kafka", format!("kafka exporter `{name}`: read-back task failed: {e}")))?
+        .map_err(|e| ExportError::transient("unavailable", format!("kafka exporter `{name}`: read-back: {e}")))?;
+        tracing::info!(exporter = %name, records = result.records, keys = result.keys.len(),
+            not_events = result.not_events,
+            "kafka exporter: read back what was produced after the saved position");
+        if !result.unfinished.is_empty() {
+            tracing::warn!(exporter = %name, unfinished = %result.unfinished.join("; "),
+                "kafka exporter: the read-back did not reach the end of every partition; \
+                 the last events exported before the stop may be produced again (at least once)");
+        }
+        Ok(result.keys)
     }
 }
