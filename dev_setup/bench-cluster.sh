@@ -334,6 +334,7 @@ if want swap; then
     echo
     echo "- $swap_runs swaps per row of the Rust Warning-only filter (A) by the AssemblyScript max-length filter (B), renamed over the module file while \`generate\` creates ${SWAP_RATE:-300} events/s (mixed scenario, Normal and Warning); the first Normal event in the output is B's. Between swaps A is put back and the stream settles for 1 s; the first swap compiles B, the others find it in the compiled-module cache"
     echo "- the output is the Volume file with \`batch_timeout = \"5ms\"\`, polled every 1 ms; load average: $(loadavg)"
+    echo "- the rename onto the module's name ends the debounce early (the write is known complete), so both rows measure that path; \`watch_debounce\` only applies to changes not known complete (an in-place write without a close event, a deletion)"
     echo "- target: ≤ 100 ms"
     echo
   } > "$work/fig-swap.md"

@@ -351,3 +351,165 @@ fn check_now_swaps_or_rejects_without_a_watcher() {
     );
     assert_eq!(host.status(id).generation, 3, "n1, the rejected one, n2");
 }
+
+/// A debounce no test outlives: a swap seen within the tests' timeouts can
+/// only come from the watcher ending the debounce early on a completed write.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+/// A watched host for one module `dir/name.wasm` (version `tag`) with `watch_debounce = FOREVER`.
+fn long_debounce_host(
+    dir: &Path,
+    name: &str,
+    tag: &str,
+) -> (Arc<FilterHost>, FilterId, Arc<event_collector::metrics::Metrics>) {
+    let module = dir.join(format!("{name}.wasm"));
+    std::fs::write(&module, core_tagger(tag)).unwrap();
+    long_debounce_host_for(FilterConfig::new(name, &module), dir)
+}
+
+fn long_debounce_host_for(
+    mut f: FilterConfig,
+    dir: &Path,
+) -> (Arc<FilterHost>, FilterId, Arc<event_collector::metrics::Metrics>) {
+    f.breaker_threshold = 0;
+    let metrics = Arc::new(event_collector::metrics::Metrics::new());
+    let mut wasm = wasm_config(&dir.join("cache"));
+    wasm.watch_debounce = FOREVER;
+    let name = f.name.clone();
+    let host = FilterHost::with_options(
+        &[f],
+        &wasm,
+        metrics.clone(),
+        event_collector::filter::HostOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("host: {e}"));
+    let id = host.id(&name).unwrap();
+    (host, id, metrics)
+}
+
+#[test]
+fn a_rename_over_the_module_is_swapped_without_waiting_for_the_debounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, id, metrics) = long_debounce_host(dir.path(), "r", "r1");
+    let module = dir.path().join("r.wasm");
+    rename_into_place(&module, &core_tagger("r2"));
+    let s = sha(&core_tagger("r2"));
+    wait_for("the rename swap", Duration::from_secs(60), || {
+        host.status(id).sha256.as_deref() == Some(&s)
+    });
+    let mut w = host.worker();
+    assert_eq!(
+        tag_of(&w.run_chain(&[id], event("a", "X"), None)).as_deref(),
+        Some("r2")
+    );
+    // And a second one: the first left no stale state behind.
+    rename_into_place(&module, &core_tagger("r3"));
+    let s = sha(&core_tagger("r3"));
+    wait_for("the second rename swap", Duration::from_secs(60), || {
+        host.status(id).sha256.as_deref() == Some(&s)
+    });
+    assert_eq!(
+        tag_of(&w.run_chain(&[id], event("b", "X"), None)).as_deref(),
+        Some("r3")
+    );
+    let m = metrics.filter("r");
+    assert_eq!((m.swaps("swapped"), m.swaps("rejected")), (2, 0));
+}
+
+#[test]
+fn an_in_place_write_is_swapped_when_the_file_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, id, metrics) = long_debounce_host(dir.path(), "w", "w1");
+    std::fs::write(dir.path().join("w.wasm"), core_tagger("w2")).unwrap();
+    let s = sha(&core_tagger("w2"));
+    wait_for("the in-place swap", Duration::from_secs(60), || {
+        host.status(id).sha256.as_deref() == Some(&s)
+    });
+    assert_eq!(
+        tag_of(&host.worker().run_chain(&[id], event("a", "X"), None)).as_deref(),
+        Some("w2")
+    );
+    assert_eq!(metrics.filter("w").swaps("swapped"), 1);
+}
+
+#[test]
+fn a_half_written_module_is_not_swapped_in_and_the_finished_one_wins() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (host, id, metrics) = long_debounce_host(dir.path(), "h", "h1");
+    let module = dir.path().join("h.wasm");
+    let next = core_tagger("h2");
+    let (head, tail) = next.split_at(next.len() / 2);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&module)
+        .unwrap();
+    file.write_all(head).unwrap();
+    file.sync_data().unwrap();
+    // Half of it is on disk and the file still open: the old version keeps running.
+    assert_eq!(
+        tag_of(&host.worker().run_chain(&[id], event("a", "X"), None)).as_deref(),
+        Some("h1")
+    );
+    file.write_all(tail).unwrap();
+    drop(file);
+    let s = sha(&next);
+    wait_for("the finished module", Duration::from_secs(60), || {
+        host.status(id).sha256.as_deref() == Some(&s)
+    });
+    assert_eq!(
+        tag_of(&host.worker().run_chain(&[id], event("b", "X"), None)).as_deref(),
+        Some("h2")
+    );
+    let m = metrics.filter("h");
+    assert_eq!(
+        (m.swaps("swapped"), m.swaps("rejected")),
+        (1, 0),
+        "the half-written file was never checked"
+    );
+}
+
+#[test]
+fn a_configmap_data_swap_is_applied_without_waiting_for_the_debounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    configmap(&vol, "..2026_05_01_10_00_00.1", "filter.wasm", &core_tagger("cm1"));
+    let (host, id, _) = long_debounce_host_for(FilterConfig::new("cm", vol.join("filter.wasm")), dir.path());
+    configmap(&vol, "..2026_05_01_10_05_00.2", "filter.wasm", &core_tagger("cm2"));
+    let s = sha(&core_tagger("cm2"));
+    wait_for("the configmap swap", Duration::from_secs(60), || {
+        host.status(id).sha256.as_deref() == Some(&s)
+    });
+    assert_eq!(
+        tag_of(&host.worker().run_chain(&[id], event("a", "X"), None)).as_deref(),
+        Some("cm2")
+    );
+}
+
+#[test]
+fn stopping_the_watcher_mid_debounce_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, id, _) = long_debounce_host(dir.path(), "s", "s1");
+    // A change that is not known complete: the watcher waits out the (hour-long) debounce.
+    std::fs::write(dir.path().join("unrelated.txt"), b"x").unwrap();
+    std::fs::remove_file(dir.path().join("unrelated.txt")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stopper = {
+        let host = host.clone();
+        std::thread::spawn(move || {
+            host.stop_watching();
+            let _ = tx.send(());
+        })
+    };
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("stop_watching returned while a debounce was pending");
+    stopper.join().unwrap();
+    // The host still works with the version it had.
+    assert_eq!(
+        tag_of(&host.worker().run_chain(&[id], event("a", "X"), None)).as_deref(),
+        Some("s1")
+    );
+    drop(host);
+}
