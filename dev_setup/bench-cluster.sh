@@ -267,10 +267,14 @@ if want memory; then
   wait "$gen_pid"
   stream_secs=$(echo "$(date +%s.%N) - $gen_t0" | bc -l)
   load_stream=$(loadavg)
+  # Where the resident memory is at the end: anonymous (heap, stacks) and file-backed (code pages).
+  split=$(awk '/^RssAnon|^RssFile/{printf "%s %.1f MiB ", $1, $2/1024}' "/proc/$cpid/status")
   stop_collector
   cat "$m/samples.list" "$m/samples.stream" > "$m/samples"
   read -r peak steady first growth nsamples < <(python3 "$probe" rss "$m/samples" --from-line "$backlog")
   read -r lpeak _ < <(python3 "$probe" rss "$m/samples.list")
+  read -r q1 q2 q3 q4 < <(python3 "$probe" curve "$m/samples" --from-line "$(cut -d' ' -f2 < "$m/listed")" \
+    --to-line $((backlog + stream)))
   if [ "$smoke" = 0 ]; then
     mkdir -p "$EC_CACHE/bench"
     cp "$m/samples" "$EC_CACHE/bench/cluster-memory-samples.txt"
@@ -284,6 +288,7 @@ if want memory; then
     printf '| list + export of the backlog | %s | %.1f | %s | – | – | – |\n' "$backlog" "$(cut -d' ' -f1 < "$m/listed")" "$lpeak"
     printf '| stream of new events (watch) | %s | %.0f | %s | %s | %s | %s |\n' "$stream" "$stream_secs" "$peak" "$first" "$steady" "$growth"
     echo
+    printf -- '- RSS MiB when 25 / 50 / 75 / 100 %% of the stream was exported: %s / %s / %s / %s; at the end: %s\n' "$q1" "$q2" "$q3" "$q4" "$split"
     printf -- '- stream: %d `generate` processes creating events as fast as the apiserver takes them (%.0f events/s on average), both APIs, the mixed scenario\n' "$procs" "$(echo "$stream / $stream_secs" | bc -l)"
     echo "- $nsamples samples of /proc/<pid>/status every 100 ms; load average at the end of the stream: $load_stream"
     echo "- samples (t, VmRSS, VmHWM, events out): \`$EC_CACHE/bench/cluster-memory-samples.txt\`"
