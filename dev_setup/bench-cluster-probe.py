@@ -40,7 +40,10 @@ from datetime import datetime
 
 
 class LineCounter:
-    """Counts the lines of DIR/*.jsonl as they grow (reads only what is new)."""
+    """Counts the lines of DIR/*.jsonl as they grow (reads only what is new).
+
+    Files are tracked by inode, not by name: when the Volume exporter rotates
+    events.jsonl (renames it), its lines are not counted a second time."""
 
     def __init__(self, out_dir):
         self.out_dir = out_dir
@@ -49,9 +52,11 @@ class LineCounter:
 
     def poll(self, on_line=None):
         for path in glob.glob(os.path.join(self.out_dir, "*.jsonl")):
-            off = self.offsets.get(path, 0)
             try:
                 with open(path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    key = (st.st_dev, st.st_ino)
+                    off = self.offsets.get(key, 0)
                     f.seek(off)
                     data = f.read()
             except FileNotFoundError:
@@ -60,7 +65,7 @@ class LineCounter:
             if end < 0:
                 continue
             chunk = data[: end + 1]
-            self.offsets[path] = off + end + 1
+            self.offsets[key] = off + end + 1
             self.lines += chunk.count(b"\n")
             if on_line is not None:
                 for line in chunk.splitlines():
