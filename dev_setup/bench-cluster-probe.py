@@ -14,6 +14,10 @@
          first_half_mib growth_mib samples", steady = median VmRSS of the
          second half of the samples taken after the lines reached N (default 0),
          growth = that minus the median of the first half.
+  curve  FILE --from-line N --to-line M
+         RSS over the stream: prints "rss_mib@25% rss_mib@50% rss_mib@75%
+         rss_mib@100%", the VmRSS of the first sample at which the lines
+         written reached N + k/4 × (M - N), to show whether it stays flat.
   swap   --module M --a A --b B --out DIR --log LOG --runs K [--timeout S]
          Hot-swap latency: K times, puts B in place of module M (copy to a temp
          file in M's directory, rename over M) and times rename → the first
@@ -36,7 +40,10 @@ from datetime import datetime
 
 
 class LineCounter:
-    """Counts the lines of DIR/*.jsonl as they grow (reads only what is new)."""
+    """Counts the lines of DIR/*.jsonl as they grow (reads only what is new).
+
+    Files are tracked by inode, not by name: when the Volume exporter rotates
+    events.jsonl (renames it), its lines are not counted a second time."""
 
     def __init__(self, out_dir):
         self.out_dir = out_dir
@@ -45,9 +52,11 @@ class LineCounter:
 
     def poll(self, on_line=None):
         for path in glob.glob(os.path.join(self.out_dir, "*.jsonl")):
-            off = self.offsets.get(path, 0)
             try:
                 with open(path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    key = (st.st_dev, st.st_ino)
+                    off = self.offsets.get(key, 0)
                     f.seek(off)
                     data = f.read()
             except FileNotFoundError:
@@ -56,7 +65,7 @@ class LineCounter:
             if end < 0:
                 continue
             chunk = data[: end + 1]
-            self.offsets[path] = off + end + 1
+            self.offsets[key] = off + end + 1
             self.lines += chunk.count(b"\n")
             if on_line is not None:
                 for line in chunk.splitlines():
@@ -130,6 +139,22 @@ def cmd_rss(a):
     first = [r[1] / 1024 for r in phase[:half]] or [phase[0][1] / 1024]
     second = [r[1] / 1024 for r in phase[half:]]
     print(f"{peak:.1f} {median(second):.1f} {median(first):.1f} {median(second) - median(first):+.1f} {len(rows)}")
+    return 0
+
+
+def cmd_curve(a):
+    rows = []
+    with open(a.file) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 4:
+                rows.append((int(parts[1]), int(parts[3])))
+    out = []
+    for k in (1, 2, 3, 4):
+        mark = a.from_line + k * (a.to_line - a.from_line) // 4
+        hit = next((rss for rss, lines in rows if lines >= mark), None)
+        out.append(f"{hit / 1024:.1f}" if hit is not None else "-")
+    print(" ".join(out))
     return 0
 
 
@@ -251,6 +276,10 @@ def main():
     r = sub.add_parser("rss")
     r.add_argument("file")
     r.add_argument("--from-line", type=int, default=0)
+    c = sub.add_parser("curve")
+    c.add_argument("file")
+    c.add_argument("--from-line", type=int, default=0)
+    c.add_argument("--to-line", type=int, required=True)
     s = sub.add_parser("swap")
     s.add_argument("--module", required=True)
     s.add_argument("--a", required=True)
@@ -262,7 +291,7 @@ def main():
     s.add_argument("--timeout", type=float, default=60)
     sub.add_parser("stats")
     a = p.parse_args()
-    return {"watch": cmd_watch, "rss": cmd_rss, "swap": cmd_swap, "stats": cmd_stats}[a.cmd](a)
+    return {"watch": cmd_watch, "rss": cmd_rss, "curve": cmd_curve, "swap": cmd_swap, "stats": cmd_stats}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@
 #   dev_setup/bench-cluster.sh --smoke         debug build, tiny counts, 1 run, nothing written (keeps the harness alive)
 #   BACKLOG=100000 STREAM=1000000 RUNS=3 GEN_PROCS=8 SWAP_RUNS=7 dev_setup/bench-cluster.sh
 #   BIN=path/to/event-collector ...           measures that binary instead of building one
+#   STREAM_MAX_SECS=1200 ...                   memory: stop creating after that long and measure
+#                                               what was created (the figure says so)
 #   CLUSTER_DIR=/tmp/bench-cluster dev_setup/bench-cluster.sh catchup
 #       keeps the cluster (started there, or reused if running) and its events for
 #       the next run, which only tops the backlog up (Events expire after 1 h)
@@ -38,7 +40,7 @@ for a in "$@"; do
   case "$a" in
     --smoke) smoke=1 ;;
     memory | catchup | swap | exporters) figures+=("$a") ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: dev_setup/bench-cluster.sh [--smoke] [memory|catchup|swap|exporters]..." >&2; exit 2 ;;
   esac
 done
@@ -56,6 +58,7 @@ else
   profile=release bin="$CARGO_TARGET_DIR/release/event-collector"
 fi
 procs="${GEN_PROCS:-8}"
+stream_max_secs="${STREAM_MAX_SECS:-7200}"
 # generate_parallel creates whole multiples of 2 × GEN_PROCS events.
 round_up() { local per=$((($1 + 2 * procs - 1) / (2 * procs))); echo $((per * 2 * procs)); }
 backlog=$(round_up "$backlog") stream=$(round_up "$stream")
@@ -123,10 +126,12 @@ generate_parallel() {
   local total=$1 per i t0 pids=()
   per=$((total / (2 * procs)))
   t0=$(date +%s.%N)
+  : > "$work/gen.pids"
   for i in $(seq 0 $((procs - 1))); do
     "$bin" generate --kubeconfig "$kc_admin" --namespace "bench-$i" --api both --scenario mixed \
       --count "$per" > /dev/null 2> "$work/gen-$i.log" &
     pids+=($!)
+    echo "$!" >> "$work/gen.pids"
   done
   for i in "${!pids[@]}"; do
     wait "${pids[$i]}" || { cat "$work/gen-$i.log" >&2; return 1; }
@@ -262,15 +267,33 @@ if want memory; then
   generate_parallel "$stream" > "$m/gen.secs" &
   gen_pid=$!
   bg_pids+=("$gen_pid")
-  python3 "$probe" watch --pid "$cpid" --out "$m/out" --target $((backlog + stream)) --t0 "$t0" \
-    --samples "$m/samples.stream" --timeout 7200 > "$m/streamed" || { tail -20 "$m/log" >&2; exit 1; }
-  wait "$gen_pid"
+  cut_note=""
+  if ! python3 "$probe" watch --pid "$cpid" --out "$m/out" --target $((backlog + stream)) --t0 "$t0" \
+    --samples "$m/samples.stream" --timeout "$stream_max_secs" > "$m/streamed"; then
+    kill -0 "$cpid" 2>/dev/null || { tail -20 "$m/log" >&2; exit 1; }
+    # Out of time (STREAM_MAX_SECS): stop the creators, then measure up to what they created.
+    while read -r p; do kill "$p" 2>/dev/null || true; done < "$work/gen.pids"
+    wait "$gen_pid" 2>/dev/null || true
+    planned=$stream
+    stream=$(($(count_events) - backlog))
+    log "stream cut after ${stream_max_secs}s: $stream of $planned events created; waiting for them to be exported"
+    python3 "$probe" watch --pid "$cpid" --out "$m/out" --target $((backlog + stream)) --t0 "$t0" \
+      --samples "$m/samples.stream2" --timeout 600 > "$m/streamed" || { tail -20 "$m/log" >&2; exit 1; }
+    cat "$m/samples.stream2" >> "$m/samples.stream"
+    cut_note="the stream was cut after STREAM_MAX_SECS=${stream_max_secs}s: $stream of the $planned planned events were created (the apiserver's create rate is the limit here); "
+  else
+    wait "$gen_pid"
+  fi
   stream_secs=$(echo "$(date +%s.%N) - $gen_t0" | bc -l)
   load_stream=$(loadavg)
+  # Where the resident memory is at the end: anonymous (heap, stacks) and file-backed (code pages).
+  split=$(awk '/^RssAnon|^RssFile/{printf "%s %.1f MiB ", $1, $2/1024}' "/proc/$cpid/status")
   stop_collector
   cat "$m/samples.list" "$m/samples.stream" > "$m/samples"
   read -r peak steady first growth nsamples < <(python3 "$probe" rss "$m/samples" --from-line "$backlog")
   read -r lpeak _ < <(python3 "$probe" rss "$m/samples.list")
+  read -r q1 q2 q3 q4 < <(python3 "$probe" curve "$m/samples" --from-line "$(cut -d' ' -f2 < "$m/listed")" \
+    --to-line $((backlog + stream)))
   if [ "$smoke" = 0 ]; then
     mkdir -p "$EC_CACHE/bench"
     cp "$m/samples" "$EC_CACHE/bench/cluster-memory-samples.txt"
@@ -284,7 +307,8 @@ if want memory; then
     printf '| list + export of the backlog | %s | %.1f | %s | – | – | – |\n' "$backlog" "$(cut -d' ' -f1 < "$m/listed")" "$lpeak"
     printf '| stream of new events (watch) | %s | %.0f | %s | %s | %s | %s |\n' "$stream" "$stream_secs" "$peak" "$first" "$steady" "$growth"
     echo
-    printf -- '- stream: %d `generate` processes creating events as fast as the apiserver takes them (%.0f events/s on average), both APIs, the mixed scenario\n' "$procs" "$(echo "$stream / $stream_secs" | bc -l)"
+    printf -- '- RSS MiB when 25 / 50 / 75 / 100 %% of the stream was exported: %s / %s / %s / %s; at the end: %s\n' "$q1" "$q2" "$q3" "$q4" "$split"
+    printf -- '- %sstream: %d `generate` processes creating events as fast as the apiserver takes them (%.0f events/s on average), both APIs, the mixed scenario\n' "$cut_note" "$procs" "$(echo "$stream / $stream_secs" | bc -l)"
     echo "- $nsamples samples of /proc/<pid>/status every 100 ms; load average at the end of the stream: $load_stream"
     echo "- samples (t, VmRSS, VmHWM, events out): \`$EC_CACHE/bench/cluster-memory-samples.txt\`"
     echo "- target: peak RSS ≤ 30 MiB, flat"

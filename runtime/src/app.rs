@@ -272,11 +272,9 @@ async fn open_state(
     };
     let seen_max = store.seen_capacity(st.seen_max_entries);
     let mut seen = SeenSet::new(st.seen_ttl, seen_max);
+    store.load_seen(saved.as_ref(), &mut seen);
     let resume = match &saved {
-        Some(s) => {
-            s.load_seen(&mut seen);
-            s.resume_points(cluster, specs)
-        }
+        Some(s) => s.resume_points(cluster, specs),
         None => vec![None; specs.len()],
     };
     for (spec, r) in specs.iter().zip(&resume) {

@@ -23,6 +23,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod process_memory;
 pub mod reload;
 pub mod route;
 pub mod setup;

@@ -13,6 +13,8 @@ use event_collector::source::client::ClientOptions;
 
 /// mimalloc rather than glibc malloc: events cross threads (allocated where they are
 /// decoded, freed after export), which glibc's arenas handle with locks (docs/benchmarks.md).
+/// Built without transparent huge pages (`no_thp`: they doubled the RSS); its other
+/// options are set first thing in `main` (event_collector::process_memory).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -219,6 +221,7 @@ fn init_logging(format: LogFormat, config_path: &std::path::Path) {
 }
 
 fn main() -> ExitCode {
+    event_collector::process_memory::tune();
     let cli = Cli::parse();
     let config_path = cli.config.clone().unwrap_or_else(config::default_path);
     init_logging(cli.log_format, &config_path);

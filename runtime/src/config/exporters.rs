@@ -58,7 +58,7 @@ impl Default for ExporterCommon {
             batch_max_events: 1000,
             batch_timeout: Duration::from_millis(100),
             queue_max_events: 10_000,
-            queue_max_bytes: 64 << 20,
+            queue_max_bytes: 8 << 20,
             overflow: None,
             spill_dir: None,
             spill_max_bytes: 1 << 30,

@@ -157,7 +157,7 @@ spill_max_bytes = "2GiB"
     let c = parse(src).expect("valid");
     let es = &c.exporters[0].common;
     assert_eq!(es.overflow(), Overflow::Spill, "spill is the default for elasticsearch");
-    assert_eq!(es.queue_max_bytes, 64 << 20);
+    assert_eq!(es.queue_max_bytes, 8 << 20, "default");
     assert_eq!(es.spill_max_bytes, 1 << 30);
     assert_eq!(
         es.resolved_spill_dir("es", Path::new("/etc/ec"), Path::new("/var/lib/ec")),

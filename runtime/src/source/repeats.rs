@@ -2,9 +2,10 @@
 //! the source can tell a new occurrence (count went up) from a re-delivery
 //! (relist, the other API's view, a metadata-only update).
 //!
-//! This is not an object cache: an entry is 40 bytes (a hash of the uid, the
-//! count, a hash of the resourceVersion, when it was last seen), capped at a configured
-//! size, with entries older than the event TTL evicted first.
+//! This is not an object cache: an entry is 24 bytes (a hash of the uid, a
+//! hash of the resourceVersion, the count saturated at u32, when it was last
+//! seen), capped at a configured size, with entries older than the event TTL
+//! evicted first, then the least recently seen.
 //!
 //! uids are keyed with the stable [`uid_key`], so that the counts saved with
 //! the checkpoint (acknowledged ones only: see `state::seen`) can
@@ -19,14 +20,18 @@ use crate::state::seen::uid_key;
 /// The resourceVersion hash of a seeded entry (no resourceVersion is known).
 const SEEDED_RV: u64 = 0;
 
+/// 16 bytes: with its 8-byte key a hash table slot is 24 (+1 control byte).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    count: u64,
     rv: u64,
-    /// Seconds since the tracker started, when last seen (for the TTL).
+    /// Saturated at u32::MAX (the API's count is an int32).
+    count: u32,
+    /// Seconds since the tracker started, when last seen (for the TTL and the eviction order).
     seen: u32,
-    /// Observation number, when last seen (for the eviction order).
-    order: u64,
+}
+
+fn sat(count: u64) -> u32 {
+    count.min(u32::MAX as u64) as u32
 }
 
 /// What the tracker makes of one observation.
@@ -47,7 +52,6 @@ pub struct RepeatTracker {
     cap: usize,
     ttl_secs: u32,
     start: Instant,
-    order: u64,
 }
 
 impl RepeatTracker {
@@ -57,7 +61,6 @@ impl RepeatTracker {
             cap: cap.max(1),
             ttl_secs: ttl.as_secs().min(u32::MAX as u64) as u32,
             start: Instant::now(),
-            order: 0,
         }
     }
 
@@ -70,15 +73,13 @@ impl RepeatTracker {
     /// seen-set catches the very same object again). An entry already there
     /// keeps the higher count.
     pub fn seed(&mut self, key: u64, count: u64) {
-        self.order += 1;
         let fresh = Entry {
-            count,
+            count: sat(count),
             rv: SEEDED_RV,
             seen: self.now(),
-            order: self.order,
         };
         let e = self.map.entry(key).or_insert(fresh);
-        e.count = e.count.max(count);
+        e.count = e.count.max(sat(count));
         if self.map.len() > self.cap {
             self.evict();
         }
@@ -94,17 +95,14 @@ impl RepeatTracker {
         let key = self.hash(uid);
         let rv = self.hash(rv);
         let seen = self.now();
-        self.order += 1;
-        let fresh = Entry {
-            count,
-            rv,
-            seen,
-            order: self.order,
-        };
+        let count = sat(count);
+        let fresh = Entry { count, rv, seen };
         let verdict = match self.map.insert(key, fresh) {
             None => Verdict::New,
             Some(old) if old.rv == rv => Verdict::Duplicate,
-            Some(old) if count > old.count => Verdict::Repeat { prev: old.count },
+            Some(old) if count > old.count => Verdict::Repeat {
+                prev: u64::from(old.count),
+            },
             Some(old) => {
                 // Keep the highest count seen, so a stale view cannot re-add occurrences.
                 if old.count > count {
@@ -116,7 +114,9 @@ impl RepeatTracker {
                         },
                     );
                 }
-                Verdict::Unchanged { prev: old.count }
+                Verdict::Unchanged {
+                    prev: u64::from(old.count),
+                }
             }
         };
         if self.map.len() > self.cap {
@@ -139,18 +139,30 @@ impl RepeatTracker {
         self.map.is_empty()
     }
 
-    /// Drops entries older than the TTL; if that is not enough, the oldest
-    /// tenth. Amortized: runs only when the cap is passed.
+    /// Drops entries older than the TTL; if that is not enough, the tenth
+    /// seen longest ago. Amortized: runs only when the cap is passed.
     fn evict(&mut self) {
         let now = self.now();
         let ttl = self.ttl_secs;
         self.map.retain(|_, e| now.saturating_sub(e.seen) < ttl);
         if self.map.len() > self.cap {
-            let mut orders: Vec<u64> = self.map.values().map(|e| e.order).collect();
-            let k = orders.len() / 10;
-            let (_, cut, _) = orders.select_nth_unstable(k);
+            let mut times: Vec<u32> = self.map.values().map(|e| e.seen).collect();
+            let k = times.len() / 10;
+            let (_, cut, _) = times.select_nth_unstable(k);
             let cut = *cut;
-            self.map.retain(|_, e| e.order > cut);
+            // Every entry older than the cut goes, and of those at the cut as many as make a tenth
+            // (within one second, which of them is arbitrary).
+            let mut ties = (k + 1).saturating_sub(times.iter().filter(|t| **t < cut).count());
+            self.map.retain(|_, e| {
+                e.seen > cut
+                    || (e.seen == cut
+                        && if ties > 0 {
+                            ties -= 1;
+                            false
+                        } else {
+                            true
+                        })
+            });
         }
     }
 }

@@ -9,6 +9,7 @@
 //! `checkpoint_interval`, and once more at shutdown.
 
 pub mod seen;
+pub mod seenfile;
 pub mod store;
 pub mod writer;
 
@@ -30,7 +31,9 @@ pub struct Saved {
     pub written_at: String,
     /// By stream key (see [`stream_key`]).
     pub streams: BTreeMap<String, StreamPos>,
-    /// The seen-set, base64 of [`SeenSet::encode`].
+    /// The seen-set, base64 of [`SeenSet::encode`], in the ConfigMap and Lease
+    /// stores; empty in the file store, which keeps it in [`seenfile`] (a
+    /// checkpoint.json of an older version still holds it here, and loads).
     #[serde(default)]
     pub seen: String,
     /// The counts passed on per uid, base64 of [`SeenSet::encode_counts`].
@@ -108,12 +111,13 @@ impl Saved {
     }
 
     /// The document for `checkpoint`: streams it has not moved keep their `prior` position.
+    /// `seen` (inline, base64) only for the stores that keep it inside the document.
     pub fn build(
         cluster: &str,
         keys: &[String],
         prior: &BTreeMap<String, StreamPos>,
         checkpoint: &Checkpoint,
-        seen: &SeenSet,
+        seen: Option<&SeenSet>,
         seen_max: usize,
         prior_sinks: &BTreeMap<String, String>,
     ) -> Saved {
@@ -139,8 +143,12 @@ impl Saved {
             cluster: cluster.to_string(),
             written_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             streams,
-            seen: base64::engine::general_purpose::STANDARD.encode(seen.encode(seen_max)),
-            counts: base64::engine::general_purpose::STANDARD.encode(seen.encode_counts()),
+            seen: seen
+                .map(|s| base64::engine::general_purpose::STANDARD.encode(s.encode(seen_max)))
+                .unwrap_or_default(),
+            counts: seen
+                .map(|s| base64::engine::general_purpose::STANDARD.encode(s.encode_counts()))
+                .unwrap_or_default(),
             sinks,
         }
     }
@@ -187,7 +195,7 @@ mod tests {
         let mut seen = SeenSet::new(Duration::from_secs(60), 10);
         seen.insert("u", "41");
         seen.insert_count("u", 4);
-        let saved = Saved::build("c1", &keys, &prior, &cp, &seen, 10, &prior_sinks);
+        let saved = Saved::build("c1", &keys, &prior, &cp, Some(&seen), 10, &prior_sinks);
         let text = serde_json::to_string(&saved).unwrap();
         let back: Saved = serde_json::from_str(&text).unwrap();
         let r = back.resume_points("c1", &specs);

@@ -25,6 +25,12 @@ use sha2::{Digest, Sha256};
 /// Shared between the source (reads) and the ack tracker (writes).
 pub type SharedSeen = Arc<Mutex<SeenSet>>;
 
+/// The entries [`SeenSet::write_entries`] keeps.
+struct Selection {
+    cut: u32,
+    ties: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct SeenSet {
     map: HashMap<u64, u32>,
@@ -112,18 +118,34 @@ impl SeenSet {
 
     /// The newest live counts as bytes: 16 per uid (key LE, count LE as u32, saturated; time LE).
     pub fn encode_counts(&self) -> Vec<u8> {
-        let v = self.newest_counts(now_secs(), self.counts_max());
-        let mut out = Vec::with_capacity(v.len() * 16);
-        for (k, (count, at)) in v {
-            out.extend_from_slice(&k.to_le_bytes());
-            out.extend_from_slice(&(count.min(u32::MAX as u64) as u32).to_le_bytes());
-            out.extend_from_slice(&at.to_le_bytes());
-        }
+        let mut out = Vec::with_capacity(self.counts.len().min(self.counts_max()) * 16);
+        // Writing into a Vec cannot fail.
+        let _ = self.write_counts(&mut out);
         out
+    }
+
+    /// Writes what [`encode_counts`](Self::encode_counts) returns; returns how many counts.
+    pub fn write_counts(&self, w: &mut impl std::io::Write) -> std::io::Result<usize> {
+        let v = self.newest_counts(now_secs(), self.counts_max());
+        for (k, (count, at)) in &v {
+            let mut e = [0u8; 16];
+            e[..8].copy_from_slice(&k.to_le_bytes());
+            e[8..12].copy_from_slice(&((*count).min(u32::MAX as u64) as u32).to_le_bytes());
+            e[12..].copy_from_slice(&at.to_le_bytes());
+            w.write_all(&e)?;
+        }
+        Ok(v.len())
     }
 
     /// Adds the counts of [`encode_counts`](Self::encode_counts)'s output; trailing partial bytes are ignored.
     pub fn decode_counts_into(&mut self, bytes: &[u8]) {
+        self.add_encoded_counts(bytes);
+        let max = self.counts_max();
+        self.counts = self.newest_counts(now_secs(), max).into_iter().collect();
+    }
+
+    /// [`decode_counts_into`](Self::decode_counts_into) without the trim.
+    pub fn add_encoded_counts(&mut self, bytes: &[u8]) {
         for c in bytes.chunks_exact(16) {
             let k = u64::from_le_bytes(c[..8].try_into().unwrap_or_default());
             let count = u32::from_le_bytes(c[8..12].try_into().unwrap_or_default()) as u64;
@@ -131,8 +153,6 @@ impl SeenSet {
             let e = self.counts.entry(k).or_insert((count, at));
             *e = (e.0.max(count), e.1.max(at));
         }
-        let max = self.counts_max();
-        self.counts = self.newest_counts(now_secs(), max).into_iter().collect();
     }
 
     pub fn shared(self) -> SharedSeen {
@@ -191,18 +211,65 @@ impl SeenSet {
 
     /// The newest `max` live entries as bytes: 12 per entry (hash LE, time LE).
     pub fn encode(&self, max: usize) -> Vec<u8> {
-        let mut copy = self.clone();
-        copy.trim(now_secs(), max);
-        let mut out = Vec::with_capacity(copy.map.len() * 12);
-        for (k, at) in &copy.map {
-            out.extend_from_slice(&k.to_le_bytes());
-            out.extend_from_slice(&at.to_le_bytes());
-        }
+        let mut out = Vec::with_capacity(self.map.len().min(max) * 12);
+        // Writing into a Vec cannot fail.
+        let _ = self.write_entries(&mut out, max);
         out
+    }
+
+    /// Writes the newest `max` live entries, 12 bytes each (hash LE, time LE),
+    /// straight from the set (no copy of it); returns how many.
+    pub fn write_entries(&self, w: &mut impl std::io::Write, max: usize) -> std::io::Result<usize> {
+        let now = now_secs();
+        let sel = self.selection(now, max);
+        let mut ties = sel.ties;
+        let mut n = 0;
+        for (k, at) in &self.map {
+            let keep = now.saturating_sub(*at) <= self.ttl
+                && (*at > sel.cut
+                    || (*at == sel.cut && ties > 0 && {
+                        ties -= 1;
+                        true
+                    }));
+            if keep {
+                let mut e = [0u8; 12];
+                e[..8].copy_from_slice(&k.to_le_bytes());
+                e[8..].copy_from_slice(&at.to_le_bytes());
+                w.write_all(&e)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Which live entries the newest `max` are: every one newer than `cut`,
+    /// and `ties` of those at `cut`.
+    fn selection(&self, now: u32, max: usize) -> Selection {
+        let live = |at: &u32| now.saturating_sub(*at) <= self.ttl;
+        let count = self.map.values().filter(|at| live(at)).count();
+        if count <= max {
+            // Everything live: a cut below any time, with every entry at it kept.
+            return Selection {
+                cut: 0,
+                ties: usize::MAX,
+            };
+        }
+        // Only the times (4 bytes per entry), not a copy of the map.
+        let mut times: Vec<u32> = self.map.values().copied().filter(|at| live(at)).collect();
+        let (_, cut, _) = times.select_nth_unstable(count - max);
+        let cut = *cut;
+        let newer = times.iter().filter(|t| **t > cut).count();
+        Selection { cut, ties: max - newer }
     }
 
     /// Adds the entries of [`encode`](Self::encode)'s output; trailing partial bytes are ignored.
     pub fn decode_into(&mut self, bytes: &[u8]) {
+        self.add_encoded(bytes);
+        self.trim(now_secs(), self.max);
+    }
+
+    /// [`decode_into`](Self::decode_into) without the trim: for reading a file in pieces (then [`trim_now`](Self::trim_now)).
+    pub fn add_encoded(&mut self, bytes: &[u8]) {
         for c in bytes.chunks_exact(12) {
             let mut k = [0u8; 8];
             k.copy_from_slice(&c[..8]);
@@ -211,8 +278,18 @@ impl SeenSet {
             let (k, at) = (u64::from_le_bytes(k), u32::from_le_bytes(t));
             let e = self.map.entry(k).or_insert(at);
             *e = (*e).max(at);
+            // Bounded while loading too.
+            if self.map.len() > self.max + self.max / 10 {
+                self.trim(now_secs(), self.max);
+            }
         }
+    }
+
+    /// Applies the TTL and the caps now (after [`add_encoded`](Self::add_encoded) and [`add_encoded_counts`](Self::add_encoded_counts)).
+    pub fn trim_now(&mut self) {
         self.trim(now_secs(), self.max);
+        let max = self.counts_max();
+        self.counts = self.newest_counts(now_secs(), max).into_iter().collect();
     }
 }
 

@@ -68,6 +68,30 @@ impl Store {
         }
     }
 
+    /// Whether the seen-set travels inside the document (base64: ConfigMap,
+    /// Lease) rather than in its own binary file (the file store, [`super::seenfile`]).
+    pub fn seen_inline(&self) -> bool {
+        !matches!(self, Store::File { .. })
+    }
+
+    /// Loads the seen-set: the document's inline copy (the text stores, and
+    /// checkpoints written before the seen file existed), then for the file
+    /// store `seen.bin`. A bad seen file is logged and ignored (duplicates
+    /// after a relist, never loss).
+    pub fn load_seen(&self, saved: Option<&Saved>, seen: &mut super::seen::SeenSet) {
+        if let Some(s) = saved {
+            s.load_seen(seen);
+        }
+        if let Store::File { dir } = self {
+            match super::seenfile::load(dir, seen) {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring the unreadable seen-set file; events already exported may be exported again after a relist")
+                }
+            }
+        }
+    }
+
     /// Reads the document; None if there is none yet.
     pub async fn load(&self) -> Result<Option<Saved>, StoreError> {
         let text = match self {
@@ -183,14 +207,22 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreErr
         move |source| StoreError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let target = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    sync_replace(f, &tmp, dir, name)
+}
+
+/// Ends an atomic replace of `dir/name` by the written temp file `tmp` (open as `file`): fsync, rename, fsync of `dir`.
+pub fn sync_replace(file: std::fs::File, tmp: &Path, dir: &Path, name: &str) -> Result<(), StoreError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| StoreError::Io { path, source }
+    };
+    file.sync_all().map_err(io(tmp))?;
+    drop(file);
+    let target = dir.join(name);
+    std::fs::rename(tmp, &target).map_err(io(&target))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::seen::SharedSeen;
+use super::seenfile;
 use super::store::Store;
 use super::{Saved, StreamPos};
 use crate::ack::Checkpoint;
@@ -34,21 +35,44 @@ pub struct StateWriter {
 }
 
 impl StateWriter {
-    /// Writes the document for `checkpoint` now; true if it was stored.
+    /// Writes the document for `checkpoint` now (for the file store, the
+    /// seen file first); true if it was stored.
     pub async fn write(&self, checkpoint: &Checkpoint) -> bool {
-        let saved = match self.seen.lock() {
-            Ok(seen) => Saved::build(
+        let build = |seen| {
+            Saved::build(
                 &self.cluster,
                 &self.keys,
                 &self.prior,
                 checkpoint,
-                &seen,
+                seen,
                 self.seen_max,
                 &self.prior_sinks,
-            ),
-            Err(_) => return false,
+            )
         };
-        match self.store.save(&saved).await {
+        let saved = if self.store.seen_inline() {
+            match self.seen.lock() {
+                Ok(seen) => build(Some(&seen)),
+                Err(_) => return false,
+            }
+        } else {
+            build(None)
+        };
+        let stored = match &self.store {
+            Store::File { dir } => {
+                let place = seenfile::path(dir).display().to_string();
+                let (dir, seen, max) = (dir.clone(), self.seen.clone(), self.seen_max);
+                match tokio::task::spawn_blocking(move || seenfile::save(&dir, &seen, max)).await {
+                    Ok(Ok(())) => self.store.save(&saved).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(super::store::StoreError::Io {
+                        path: place,
+                        source: std::io::Error::other(e),
+                    }),
+                }
+            }
+            _ => self.store.save(&saved).await,
+        };
+        match stored {
             Ok(()) => {
                 self.metrics.checkpoint_write("ok");
                 true
@@ -97,5 +121,108 @@ impl StateWriter {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::seen::SeenSet;
+    use crate::state::{seenfile, store::FILE_NAME};
+    use std::path::Path;
+
+    fn writer(dir: &Path, seen: SharedSeen) -> StateWriter {
+        StateWriter {
+            store: Store::File { dir: dir.to_path_buf() },
+            cluster: "c".into(),
+            keys: vec!["k".into()],
+            prior: BTreeMap::new(),
+            prior_sinks: BTreeMap::new(),
+            seen,
+            seen_max: 100,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    fn checkpoint(rv: &str) -> Checkpoint {
+        Checkpoint {
+            streams: vec![Some(rv.into())],
+            acked_below: 1,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn file_store_keeps_the_seen_set_in_its_own_binary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = SeenSet::new(Duration::from_secs(3600), 100).shared();
+        {
+            let mut s = seen.lock().unwrap();
+            s.insert("u1", "10");
+            s.insert_count("u1", 3);
+        }
+        assert!(writer(dir.path(), seen).write(&checkpoint("10")).await);
+        let doc = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(json["seen"], "", "no inline copy in checkpoint.json: {doc}");
+        assert!(json.get("counts").is_none(), "{doc}");
+        let bin = std::fs::read(seenfile::path(dir.path())).unwrap();
+        assert_eq!(bin.len(), 24 + 12 + 16, "one entry, one count, binary");
+        // Loaded back the way the collector starts.
+        let store = Store::File {
+            dir: dir.path().to_path_buf(),
+        };
+        let saved = store.load().await.unwrap();
+        let mut back = SeenSet::new(Duration::from_secs(3600), 100);
+        store.load_seen(saved.as_ref(), &mut back);
+        assert!(back.contains("u1", "10") && !back.contains("u1", "11"));
+        assert_eq!(back.count("u1"), Some(3));
+        assert_eq!(
+            saved.unwrap().streams["k"].resource_version,
+            "10",
+            "the document itself"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_of_the_old_format_with_the_seen_set_inline_still_loads() {
+        // What versions before seen.bin wrote: the seen-set as base64 inside checkpoint.json.
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = SeenSet::new(Duration::from_secs(3600), 100);
+        old.insert("u1", "10");
+        old.insert_count("u1", 2);
+        let doc = Saved::build(
+            "c",
+            &[],
+            &BTreeMap::new(),
+            &checkpoint("10"),
+            Some(&old),
+            100,
+            &BTreeMap::new(),
+        );
+        assert!(!doc.seen.is_empty());
+        super::super::store::write_atomic(dir.path(), FILE_NAME, serde_json::to_string(&doc).unwrap().as_bytes())
+            .unwrap();
+        let store = Store::File {
+            dir: dir.path().to_path_buf(),
+        };
+        let saved = store.load().await.unwrap();
+        let mut back = SeenSet::new(Duration::from_secs(3600), 100);
+        store.load_seen(saved.as_ref(), &mut back);
+        assert!(back.contains("u1", "10"));
+        assert_eq!(back.count("u1"), Some(2));
+        // The next write moves it into seen.bin and out of the document.
+        let shared = back.shared();
+        assert!(writer(dir.path(), shared).write(&checkpoint("11")).await);
+        let saved = store.load().await.unwrap().unwrap();
+        assert!(saved.seen.is_empty() && saved.counts.is_empty());
+        let mut again = SeenSet::new(Duration::from_secs(3600), 100);
+        store.load_seen(Some(&saved), &mut again);
+        assert!(again.contains("u1", "10"));
+        // A bad seen.bin is ignored (logged): the document still loads, the set starts empty.
+        std::fs::write(seenfile::path(dir.path()), b"garbage").unwrap();
+        let mut empty = SeenSet::new(Duration::from_secs(3600), 100);
+        store.load_seen(Some(&saved), &mut empty);
+        assert!(empty.is_empty());
     }
 }
