@@ -8,14 +8,19 @@
 /// bindings have no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
+/// How long freed memory stays with the allocator before it goes back to the OS.
+const PURGE_DELAY_MS: std::os::raw::c_long = 100;
+
 /// Applies the settings; `MIMALLOC_PURGE_DELAY` in the environment wins over ours.
 pub fn tune() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // Freed pages go back to the OS at once instead of after 1 s (mimalloc v3's
+        // Freed pages go back to the OS after 100 ms instead of 1 s (mimalloc v3's
         // default): the collector's steady state frees as much as it allocates, and
-        // a second of it kept resident was ~10-25 MiB of RSS.
+        // a second of it kept resident was ~10-25 MiB of RSS. 0 (at once) kept no
+        // less resident at full load, but cost ~2 µs of CPU per event (madvise
+        // calls and page faults): docs/benchmarks.md, optimisations.
         // SAFETY: sets a process-wide integer option; mimalloc reads it at each purge.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
     random_access_code_pages();
 }
@@ -94,6 +99,9 @@ mod tests {
         let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         assert_eq!(before, 1000, "option {MI_OPTION_PURGE_DELAY} is not purge_delay");
         tune();
-        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 0);
+        assert_eq!(
+            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
+            PURGE_DELAY_MS
+        );
     }
 }

@@ -177,7 +177,10 @@ mod tests {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
                 // From text the error also says where: "... at line 1 column 15".
                 (Err(a), Err(b)) => {
-                    assert_eq!((&a.uid, &a.resource_version, &a.name), (&b.uid, &b.resource_version, &b.name));
+                    assert_eq!(
+                        (&a.uid, &a.resource_version, &a.name),
+                        (&b.uid, &b.resource_version, &b.name)
+                    );
                     assert!(a.error.starts_with(&b.error), "{} / {}", a.error, b.error);
                 }
                 (a, b) => panic!("{text}: {a:?} / {b:?}"),
