@@ -154,12 +154,12 @@ for attempt in 1 2 3 4 5; do
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
     --initial-cluster "default=$peer")"
   [ -n "$etcd_pid" ] && started_pids+=("$etcd_pid:etcd")
-  for _ in $(seq 150); do
+  for _ in $(seq 450); do
     pid_in_dir "$etcd_pid" || break
     curl -fsS --max-time 2 "$ETCD_ENDPOINT/health" >/dev/null 2>&1 && break 2
     sleep 0.2
   done
-  if pid_in_dir "$etcd_pid"; then log "etcd did not get healthy in 30 s"; exit 1; fi
+  if pid_in_dir "$etcd_pid"; then log "etcd did not get healthy in 90 s"; exit 1; fi
   if grep -q 'address already in use' "$dir/etcd.log"; then
     log "etcd port taken meanwhile, trying other ports"
     continue
