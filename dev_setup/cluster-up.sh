@@ -155,7 +155,7 @@ for attempt in 1 2 3 4 5; do
     --initial-cluster "default=$peer")"
   [ -n "$etcd_pid" ] && started_pids+=("$etcd_pid:etcd")
   for _ in $(seq 450); do
-    pid_in_dir "$etcd_pid" || break
+    alive "$etcd_pid" "$dir" || break
     curl -fsS --max-time 2 "$ETCD_ENDPOINT/health" >/dev/null 2>&1 && break 2
     sleep 0.2
   done
@@ -227,7 +227,7 @@ start() {
     sed -i "s/^APISERVER_PID=.*/APISERVER_PID=$pid/" "$dir/cluster.env"
   fi
   for _ in $(seq $((${WAIT_SECS:-60} * 5))); do
-    if ! pid_in_dir "$pid"; then
+    if ! alive "$pid" "$dir"; then
       log "kube-apiserver exited; last lines of $dir/apiserver.log:"
       tail -n 30 "$dir/apiserver.log" >&2
       return 1

@@ -50,6 +50,14 @@ cmdline_has() {
   [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
 }
 
+# alive PID TEXT: like cmdline_has, but a miss must last 1 s to count (a
+# process in the middle of exec can briefly show an empty command line).
+alive() {
+  local _i
+  for _i in 1 2 3 4 5; do cmdline_has "$1" "$2" && return 0; sleep 0.2; done
+  return 1
+}
+
 # stop_daemon PID NAME TEXT [SIGNAL]: sends SIGNAL (default TERM) to PID if
 # `cmdline_has PID TEXT`, SIGKILL after 10 s, and returns once it is gone.
 stop_daemon() {

@@ -76,7 +76,7 @@ start() {
   p="$(spawn_daemon "$dir/es.pid" "$dir/es.log" "${cmd[@]}")"
   [ -f "$dir/es.env" ] && sed -i "s/^ES_PID=.*/ES_PID=$p/" "$dir/es.env"
   for _ in $(seq $((${WAIT_SECS:-60} * 5))); do
-    if ! ours "$p"; then log "the server exited; last lines of $dir/es.log:"; tail -n 20 "$dir/es.log" >&2; return 1; fi
+    if ! alive "$p" "$mark"; then log "the server exited; last lines of $dir/es.log:"; tail -n 20 "$dir/es.log" >&2; return 1; fi
     curl -fsS --max-time 2 "$url/" >/dev/null 2>&1 && { log "ready: $url (pid $p)"; return 0; }
     sleep 0.2
   done
@@ -107,7 +107,16 @@ chmod +x "$dir/restart-es.sh"
   kv RESTART_ES "$dir/restart-es.sh"
 } >"$dir/es.env"
 
-if ! "$dir/restart-es.sh" --start 3>&-; then
+# A start can fail under heavy load (many test servers starting at once):
+# try three times before giving up.
+started=0
+for attempt in 1 2 3; do
+  if "$dir/restart-es.sh" --start 3>&-; then started=1; break; fi
+  log "start attempt $attempt of 3 failed"
+  "$dir/restart-es.sh" --stop 3>&- || true
+  sleep 1
+done
+if [ "$started" != 1 ]; then
   log "es-up failed; state left in $dir"
   exit 1
 fi

@@ -71,7 +71,7 @@ start() {
     sed -i "s/^KAFKA_PID=.*/KAFKA_PID=$pid/" "$dir/kafka.env"
   fi
   for _ in $(seq $((${WAIT_SECS:-30} * 20))); do
-    if ! ours "$pid"; then
+    if ! alive "$pid" "$url"; then
       log "tansu exited; last lines of $dir/tansu.log:"
       tail -n 20 "$dir/tansu.log" >&2
       return 1

@@ -174,6 +174,9 @@ enum FilterCommand {
         /// Run the input this many times (only the first pass is printed), for steadier timings.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+        /// Per-call timeout instead of the config's (e.g. "200ms").
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
     },
     /// Show a module's contract version, exports and imports, and the WASI
     /// imports the config does not grant.
@@ -267,13 +270,19 @@ fn filter_command(command: FilterCommand, config: Option<&std::path::Path>) -> a
     use event_collector::filter::tools;
     let mut out = std::io::stdout().lock();
     match command {
-        FilterCommand::Test { module, input, repeat } => tools::filter_test(
+        FilterCommand::Test {
+            module,
+            input,
+            repeat,
+            timeout,
+        } => tools::filter_test(
             &tools::TestOptions {
                 module,
                 config: config.map(std::path::Path::to_path_buf),
                 input,
                 repeat,
                 cluster: "default".into(),
+                timeout,
             },
             &mut out,
         )

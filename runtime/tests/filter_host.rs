@@ -679,6 +679,7 @@ fn filter_test_prints_verdicts_diffs_and_timings() {
         input: input.clone(),
         repeat: 3,
         cluster: "c".into(),
+        timeout: None,
     };
     let mut out = Vec::new();
     let s = filter_test(&opts, &mut out).expect("runs");

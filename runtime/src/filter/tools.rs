@@ -88,6 +88,9 @@ pub struct TestOptions {
     pub repeat: usize,
     /// The cluster name for events given in the Kubernetes API's form.
     pub cluster: String,
+    /// Overrides the per-call timeout from the config (default 10 ms), e.g.
+    /// to check a slow module's verdicts on a loaded machine.
+    pub timeout: Option<Duration>,
 }
 
 /// What `filter test` found.
@@ -127,6 +130,9 @@ pub fn filter_test(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Te
     // Every event is really called: no breaker.
     fc.breaker_threshold = 0;
     fc.watch = false;
+    if let Some(t) = opts.timeout {
+        fc.timeout = t;
+    }
     let wasm = WasmConfig {
         pooling: false,
         ..WasmConfig::default()
