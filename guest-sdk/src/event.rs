@@ -12,6 +12,10 @@
 
 use std::collections::BTreeMap;
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -36,7 +40,11 @@ pub struct ObjectRef {
 ///
 /// Every key is always serialized (`None` as `null`) except `extra` (only when
 /// not empty) and `raw` (only when set), exactly as the schema says.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Parsing is hand-written (see `Deserialize` below) rather than derived:
+/// serde's `flatten` for [`Event::unknown`] would buffer the whole object
+/// into an intermediate tree first, which doubled the parse time in WASM.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     /// `1`.
     pub schema_version: u32,
@@ -130,6 +138,143 @@ impl Event {
     }
 }
 
+/// A map key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EventVisitor)
+    }
+}
+
+struct EventVisitor;
+
+/// Reads the value of `key` into `slot`; a second occurrence is an error.
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    key: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(key));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Event;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a normalized event (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+        // Required keys are `Option<T>` until the end; optional ones (JSON
+        // `null` or absent) are `Option<Option<T>>`.
+        let (mut schema_version, mut count, mut count_delta) = (None::<u32>, None::<u64>, None::<u64>);
+        let (mut cluster, mut api, mut watch_type) = (None::<String>, None::<String>, None::<String>);
+        let (mut uid, mut resource_version) = (None::<String>, None::<String>);
+        let (mut name, mut namespace, mut timestamp) = (None::<String>, None::<String>, None::<String>);
+        let (mut type_, mut reason) = (None::<Option<String>>, None::<Option<String>>);
+        let (mut message, mut note, mut action) = (None::<Option<String>>, None::<Option<String>>, None::<Option<String>>);
+        let (mut object, mut related) = (None::<ObjectRef>, None::<Option<ObjectRef>>);
+        let (mut reporting_controller, mut reporting_instance) = (None::<Option<String>>, None::<Option<String>>);
+        let (mut first_timestamp, mut last_timestamp) = (None::<Option<String>>, None::<Option<String>>);
+        let (mut labels, mut annotations) = (None::<BTreeMap<String, String>>, None::<BTreeMap<String, String>>);
+        let (mut extra, mut raw) = (None::<Map<String, Value>>, None::<Option<Value>>);
+        let mut unknown = Map::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match &*key {
+                "schema_version" => once(&mut map, &mut schema_version, "schema_version")?,
+                "cluster" => once(&mut map, &mut cluster, "cluster")?,
+                "api" => once(&mut map, &mut api, "api")?,
+                "watch_type" => once(&mut map, &mut watch_type, "watch_type")?,
+                "uid" => once(&mut map, &mut uid, "uid")?,
+                "resource_version" => once(&mut map, &mut resource_version, "resource_version")?,
+                "name" => once(&mut map, &mut name, "name")?,
+                "namespace" => once(&mut map, &mut namespace, "namespace")?,
+                "type" => once(&mut map, &mut type_, "type")?,
+                "reason" => once(&mut map, &mut reason, "reason")?,
+                "message" => once(&mut map, &mut message, "message")?,
+                "note" => once(&mut map, &mut note, "note")?,
+                "action" => once(&mut map, &mut action, "action")?,
+                "object" => once(&mut map, &mut object, "object")?,
+                "related" => once(&mut map, &mut related, "related")?,
+                "reporting_controller" => once(&mut map, &mut reporting_controller, "reporting_controller")?,
+                "reporting_instance" => once(&mut map, &mut reporting_instance, "reporting_instance")?,
+                "count" => once(&mut map, &mut count, "count")?,
+                "count_delta" => once(&mut map, &mut count_delta, "count_delta")?,
+                "first_timestamp" => once(&mut map, &mut first_timestamp, "first_timestamp")?,
+                "last_timestamp" => once(&mut map, &mut last_timestamp, "last_timestamp")?,
+                "timestamp" => once(&mut map, &mut timestamp, "timestamp")?,
+                "labels" => once(&mut map, &mut labels, "labels")?,
+                "annotations" => once(&mut map, &mut annotations, "annotations")?,
+                "extra" => once(&mut map, &mut extra, "extra")?,
+                "raw" => once(&mut map, &mut raw, "raw")?,
+                _ => {
+                    let v: Value = map.next_value()?;
+                    unknown.insert(key.into_owned(), v);
+                }
+            }
+        }
+        fn need<T, E: de::Error>(v: Option<T>, key: &'static str) -> Result<T, E> {
+            v.ok_or_else(|| de::Error::missing_field(key))
+        }
+        Ok(Event {
+            schema_version: need(schema_version, "schema_version")?,
+            cluster: need(cluster, "cluster")?,
+            api: need(api, "api")?,
+            watch_type: need(watch_type, "watch_type")?,
+            uid: need(uid, "uid")?,
+            resource_version: need(resource_version, "resource_version")?,
+            name: need(name, "name")?,
+            namespace: need(namespace, "namespace")?,
+            type_: type_.flatten(),
+            reason: reason.flatten(),
+            message: message.flatten(),
+            note: note.flatten(),
+            action: action.flatten(),
+            object: need(object, "object")?,
+            related: related.flatten(),
+            reporting_controller: reporting_controller.flatten(),
+            reporting_instance: reporting_instance.flatten(),
+            count: need(count, "count")?,
+            count_delta: need(count_delta, "count_delta")?,
+            first_timestamp: first_timestamp.flatten(),
+            last_timestamp: last_timestamp.flatten(),
+            timestamp: need(timestamp, "timestamp")?,
+            labels: labels.unwrap_or_default(),
+            annotations: annotations.unwrap_or_default(),
+            extra: extra.unwrap_or_default(),
+            raw: raw.flatten(),
+            unknown,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +312,38 @@ mod tests {
         assert_eq!(out["extra"]["severity"], "high");
         assert_eq!(out["note"], "x");
         assert_eq!(out["action"], Value::Null);
+    }
+
+    #[test]
+    fn hand_written_parse_matches_the_schema_rules() {
+        // Optional keys may be absent or null; unknown keys (escaped too) survive.
+        let mut v: Value = serde_json::from_str(EXAMPLE).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("reason");
+        o.remove("labels");
+        o.insert("related".into(), Value::Null);
+        o.insert("raw".into(), Value::Null);
+        o.insert("new\"key".into(), serde_json::json!({"a": [1]}));
+        let ev = Event::parse(&v.to_string()).unwrap();
+        assert_eq!((ev.reason, ev.related, ev.raw), (None, None, None));
+        assert!(ev.labels.is_empty());
+        assert_eq!(ev.unknown["new\"key"], serde_json::json!({"a": [1]}));
+        assert_eq!(ev.unknown["added_by_a_newer_host"], serde_json::json!([1, 2]));
+        assert_eq!(ev.type_.as_deref(), Some("Warning"));
+        assert_eq!(ev.count, 6);
+    }
+
+    #[test]
+    fn missing_duplicate_and_mistyped_keys_are_errors() {
+        let mut v: Value = serde_json::from_str(EXAMPLE).unwrap();
+        v.as_object_mut().unwrap().remove("uid");
+        let e = Event::parse(&v.to_string()).unwrap_err();
+        assert!(e.contains("missing field `uid`"), "{e}");
+        let dup = EXAMPLE.replacen("\"count\": 6,", "\"count\": 6, \"count\": 7,", 1);
+        let e = Event::parse(&dup).unwrap_err();
+        assert!(e.contains("duplicate field `count`"), "{e}");
+        let bad = EXAMPLE.replacen("\"count\": 6", "\"count\": \"six\"", 1);
+        assert!(Event::parse(&bad).is_err());
+        assert!(Event::parse("[1]").is_err());
     }
 }

@@ -24,6 +24,17 @@ const WAIT: Duration = Duration::from_secs(180);
 const NS: &str = "e2e";
 
 fn config(out: &Path, state: &Path, extra: &str) -> String {
+    config_with(out, state, extra, "")
+}
+
+/// [`config`] plus `exporter` (TOML of one more `[[exporters]]` table, whose
+/// name must be the first word after `name = `), routed with "local".
+fn config_with(out: &Path, state: &Path, extra: &str, exporter: &str) -> String {
+    let more = exporter
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name = "))
+        .map(|n| format!(", {n}"))
+        .unwrap_or_default();
     format!(
         r#"
 cluster = "e2e"
@@ -41,11 +52,11 @@ type = "volume"
 path = "{}"
 fsync = "always"
 batch_timeout = "20ms"
-
+{exporter}
 [[routes]]
 name = "all"
 default = true
-exporters = ["local"]
+exporters = ["local"{more}]
 "#,
         state.display(),
         out.display()
@@ -482,23 +493,8 @@ fn kafka_broker() -> (DevServer, String) {
 
 /// The Volume exporter and a Kafka exporter (topic `events`, 3 partitions) on one route.
 fn kafka_config(out: &Path, state: &Path, brokers: &str) -> String {
-    format!(
+    let kafka = format!(
         r#"
-cluster = "e2e"
-[source]
-api = "core/v1"
-namespaces = ["{NS}"]
-
-[state]
-dir = "{}"
-
-[[exporters]]
-name = "local"
-type = "volume"
-path = "{}"
-fsync = "always"
-batch_timeout = "20ms"
-
 [[exporters]]
 name = "kafka"
 type = "kafka"
@@ -506,15 +502,9 @@ brokers = "{brokers}"
 topic = "events"
 batch_timeout = "20ms"
 create_topics = {{ partitions = 3, replication = 1 }}
-
-[[routes]]
-name = "all"
-default = true
-exporters = ["local", "kafka"]
-"#,
-        state.display(),
-        out.display()
-    )
+"#
+    );
+    config_with(out, state, "", &kafka)
 }
 
 /// Reads every record of `topic` (every partition, from its start, without a
@@ -609,4 +599,22 @@ async fn row1_kafka_sigkill_mid_stream_then_restart() {
     assert!(!log.contains("did not reach the end"), "{log}");
     assert_eq!((k.lost, k.duplicated, k.other), (0, 0, 0), "kafka: {k:?}\n{log}");
     assert_eq!((t.lost, t.duplicated), (0, 0), "volume: {t:?}\n{log}");
+}
+
+/// The Kafka row's config is the Volume rows' config plus the Kafka exporter,
+/// on the one route.
+#[test]
+fn kafka_config_adds_the_broker_to_the_volume_route() {
+    let cfg: toml::Table =
+        toml::from_str(&kafka_config(Path::new("/o"), Path::new("/s"), "127.0.0.1:9092")).expect("TOML");
+    let exporters = cfg["exporters"].as_array().expect("exporters");
+    let names: Vec<&str> = exporters.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(names, ["local", "kafka"]);
+    assert_eq!(exporters[1]["brokers"].as_str(), Some("127.0.0.1:9092"));
+    let route = &cfg["routes"].as_array().expect("routes")[0];
+    assert_eq!(
+        route["exporters"].as_array().expect("route exporters"),
+        &vec![toml::Value::from("local"), toml::Value::from("kafka")]
+    );
+    assert_eq!(cfg["state"]["dir"].as_str(), Some("/s"));
 }
