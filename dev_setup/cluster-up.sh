@@ -8,6 +8,7 @@
 # cert), sa.key/sa.pub, tokens.csv, admin.kubeconfig, collector.kubeconfig,
 # cluster.env (KEY=value lines for tests), restart-apiserver.sh.
 # The daemons outlive this script; stop them with dev_setup/cluster-down.sh DIR.
+# ETCD_QUOTA_BYTES sets etcd's space quota (default 0: etcd's own, 2 GiB).
 # The last stdout line is the path of DIR/cluster.env; everything else goes to
 # stderr. Running it again on a live DIR just prints that path again; on a DIR
 # kept by `cluster-down.sh --keep` it restarts the cluster with the same data,
@@ -23,7 +24,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 exec 3>&1 1>&2
 
 case "${1:-}" in
-  -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&3; exit 0 ;;
+  -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&3; exit 0 ;;
 esac
 [ $# -le 1 ] || { log "usage: $0 [DIR]"; exit 2; }
 
@@ -149,7 +150,7 @@ for attempt in 1 2 3 4 5; do
   log "starting etcd on $ETCD_ENDPOINT (peer $peer)"
   : >"$dir/etcd.log"
   etcd_pid="$(spawn_daemon "$dir/etcd.pid" "$dir/etcd.log" \
-    "$ETCD_BIN" --name default --data-dir "$dir/etcd" \
+    "$ETCD_BIN" --name default --data-dir "$dir/etcd" --quota-backend-bytes "${ETCD_QUOTA_BYTES:-0}" \
     --listen-client-urls "$ETCD_ENDPOINT" --advertise-client-urls "$ETCD_ENDPOINT" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
     --initial-cluster "default=$peer")"
