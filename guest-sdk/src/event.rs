@@ -199,7 +199,8 @@ impl<'de> Visitor<'de> for EventVisitor {
         let (mut uid, mut resource_version) = (None::<String>, None::<String>);
         let (mut name, mut namespace, mut timestamp) = (None::<String>, None::<String>, None::<String>);
         let (mut type_, mut reason) = (None::<Option<String>>, None::<Option<String>>);
-        let (mut message, mut note, mut action) = (None::<Option<String>>, None::<Option<String>>, None::<Option<String>>);
+        let (mut message, mut note, mut action) =
+            (None::<Option<String>>, None::<Option<String>>, None::<Option<String>>);
         let (mut object, mut related) = (None::<ObjectRef>, None::<Option<ObjectRef>>);
         let (mut reporting_controller, mut reporting_instance) = (None::<Option<String>>, None::<Option<String>>);
         let (mut first_timestamp, mut last_timestamp) = (None::<Option<String>>, None::<Option<String>>);
