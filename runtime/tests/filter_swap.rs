@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use event_collector::config::{FilterConfig, OnDelete};
 use event_collector::filter::host::CheckOutcome;
-use event_collector::filter::{ChainOutcome, FilterHost, FilterId, StepTrace};
+use event_collector::filter::{ChainOutcome, FilterHost, FilterId, FilterWorker, StepTrace};
 use sha2::{Digest, Sha256};
 
 fn sha(bytes: &[u8]) -> String {
@@ -41,6 +41,19 @@ fn tag_of(out: &ChainOutcome) -> Option<String> {
         ChainOutcome::Keep { event, .. } => event.extra.get("v").and_then(|v| v.as_str()).map(str::to_string),
         _ => None,
     }
+}
+
+/// Waits until `host` runs the `core_tagger(tag)` version of `id`.
+fn wait_for_tag(host: &FilterHost, id: FilterId, tag: &str, timeout: Duration) {
+    let s = sha(&core_tagger(tag));
+    wait_for(&format!("the swap to {tag}"), timeout, || {
+        host.status(id).sha256.as_deref() == Some(s.as_str())
+    });
+}
+
+/// The tag of the version that processes one event (uid `uid`) now.
+fn tag_now(w: &mut FilterWorker, id: FilterId, uid: &str) -> Option<String> {
+    tag_of(&w.run_chain(&[id], event(uid, "X"), None))
 }
 
 /// Every log line of this test binary (the swaps are logged on the watcher thread).
@@ -223,31 +236,16 @@ fn configmap_data_symlink_swap() {
     let (host, _) = host(&[f], &dir.path().join("cache"));
     let id = host.id("cm").unwrap();
     let mut w = host.worker();
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("a", "X"), None)).as_deref(),
-        Some("cm1")
-    );
+    assert_eq!(tag_now(&mut w, id, "a").as_deref(), Some("cm1"));
     // The kubelet's update: a new timestamped dir, `..data` swapped atomically, the old dir removed.
     configmap(&vol, "..2026_05_01_10_05_00.2", "filter.wasm", &core_tagger("cm2"));
     std::fs::remove_dir_all(vol.join("..2026_05_01_10_00_00.1")).unwrap();
-    let s = sha(&core_tagger("cm2"));
-    wait_for("the configmap swap", Duration::from_secs(20), || {
-        host.status(id).sha256.as_deref() == Some(&s)
-    });
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("b", "X"), None)).as_deref(),
-        Some("cm2")
-    );
+    wait_for_tag(&host, id, "cm2", Duration::from_secs(20));
+    assert_eq!(tag_now(&mut w, id, "b").as_deref(), Some("cm2"));
     // And once more.
     configmap(&vol, "..2026_05_01_10_10_00.3", "filter.wasm", &core_tagger("cm3"));
-    let s = sha(&core_tagger("cm3"));
-    wait_for("the second configmap swap", Duration::from_secs(20), || {
-        host.status(id).sha256.as_deref() == Some(&s)
-    });
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("c", "X"), None)).as_deref(),
-        Some("cm3")
-    );
+    wait_for_tag(&host, id, "cm3", Duration::from_secs(20));
+    assert_eq!(tag_now(&mut w, id, "c").as_deref(), Some("cm3"));
 }
 
 fn delete_host(
@@ -275,22 +273,13 @@ fn deleting_with_on_delete_keep_keeps_the_last_good_version() {
     let mut w = host.worker();
     std::fs::remove_file(&module).unwrap();
     wait_for("the deletion", Duration::from_secs(20), || host.status(id).deleted);
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("a", "X"), None)).as_deref(),
-        Some("d1")
-    );
+    assert_eq!(tag_now(&mut w, id, "a").as_deref(), Some("d1"));
     assert_eq!(metrics.filter("m").swaps("deleted"), 1);
     // A new file is picked up.
     std::fs::write(&module, core_tagger("d2")).unwrap();
-    let s = sha(&core_tagger("d2"));
-    wait_for("the new file", Duration::from_secs(20), || {
-        host.status(id).sha256.as_deref() == Some(&s)
-    });
+    wait_for_tag(&host, id, "d2", Duration::from_secs(20));
     assert!(!host.status(id).deleted);
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("b", "X"), None)).as_deref(),
-        Some("d2")
-    );
+    assert_eq!(tag_now(&mut w, id, "b").as_deref(), Some("d2"));
 }
 
 #[test]
@@ -317,10 +306,7 @@ fn deleting_with_on_delete_bypass_skips_the_filter_until_it_is_back() {
         host.status(id).sha256.is_some()
     });
     assert_eq!(m.swaps("restored"), 1);
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("b", "X"), None)).as_deref(),
-        Some("d1")
-    );
+    assert_eq!(tag_now(&mut w, id, "b").as_deref(), Some("d1"));
 }
 
 /// `check_now` (what the watcher runs) for a filter with `watch = false`.
@@ -345,10 +331,7 @@ fn check_now_swaps_or_rejects_without_a_watcher() {
     std::fs::write(&f.module, core_tagger("n2")).unwrap();
     assert!(matches!(host.check_now(id), CheckOutcome::Swapped { .. }));
     let mut w = host.worker();
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("a", "X"), None)).as_deref(),
-        Some("n2")
-    );
+    assert_eq!(tag_now(&mut w, id, "a").as_deref(), Some("n2"));
     assert_eq!(host.status(id).generation, 3, "n1, the rejected one, n2");
 }
 
@@ -393,25 +376,13 @@ fn a_rename_over_the_module_is_swapped_without_waiting_for_the_debounce() {
     let (host, id, metrics) = long_debounce_host(dir.path(), "r", "r1");
     let module = dir.path().join("r.wasm");
     rename_into_place(&module, &core_tagger("r2"));
-    let s = sha(&core_tagger("r2"));
-    wait_for("the rename swap", Duration::from_secs(60), || {
-        host.status(id).sha256.as_deref() == Some(&s)
-    });
+    wait_for_tag(&host, id, "r2", Duration::from_secs(60));
     let mut w = host.worker();
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("a", "X"), None)).as_deref(),
-        Some("r2")
-    );
+    assert_eq!(tag_now(&mut w, id, "a").as_deref(), Some("r2"));
     // And a second one: the first left no stale state behind.
     rename_into_place(&module, &core_tagger("r3"));
-    let s = sha(&core_tagger("r3"));
-    wait_for("the second rename swap", Duration::from_secs(60), || {
-        host.status(id).sha256.as_deref() == Some(&s)
-    });
-    assert_eq!(
-        tag_of(&w.run_chain(&[id], event("b", "X"), None)).as_deref(),
-        Some("r3")
-    );
+    wait_for_tag(&host, id, "r3", Duration::from_secs(60));
+    assert_eq!(tag_now(&mut w, id, "b").as_deref(), Some("r3"));
     let m = metrics.filter("r");
     assert_eq!((m.swaps("swapped"), m.swaps("rejected")), (2, 0));
 }
@@ -421,14 +392,8 @@ fn an_in_place_write_is_swapped_when_the_file_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let (host, id, metrics) = long_debounce_host(dir.path(), "w", "w1");
     std::fs::write(dir.path().join("w.wasm"), core_tagger("w2")).unwrap();
-    let s = sha(&core_tagger("w2"));
-    wait_for("the in-place swap", Duration::from_secs(60), || {
-        host.status(id).sha256.as_deref() == Some(&s)
-    });
-    assert_eq!(
-        tag_of(&host.worker().run_chain(&[id], event("a", "X"), None)).as_deref(),
-        Some("w2")
-    );
+    wait_for_tag(&host, id, "w2", Duration::from_secs(60));
+    assert_eq!(tag_now(&mut host.worker(), id, "a").as_deref(), Some("w2"));
     assert_eq!(metrics.filter("w").swaps("swapped"), 1);
 }
 
@@ -448,20 +413,11 @@ fn a_half_written_module_is_not_swapped_in_and_the_finished_one_wins() {
     file.write_all(head).unwrap();
     file.sync_data().unwrap();
     // Half of it is on disk and the file still open: the old version keeps running.
-    assert_eq!(
-        tag_of(&host.worker().run_chain(&[id], event("a", "X"), None)).as_deref(),
-        Some("h1")
-    );
+    assert_eq!(tag_now(&mut host.worker(), id, "a").as_deref(), Some("h1"));
     file.write_all(tail).unwrap();
     drop(file);
-    let s = sha(&next);
-    wait_for("the finished module", Duration::from_secs(60), || {
-        host.status(id).sha256.as_deref() == Some(&s)
-    });
-    assert_eq!(
-        tag_of(&host.worker().run_chain(&[id], event("b", "X"), None)).as_deref(),
-        Some("h2")
-    );
+    wait_for_tag(&host, id, "h2", Duration::from_secs(60));
+    assert_eq!(tag_now(&mut host.worker(), id, "b").as_deref(), Some("h2"));
     let m = metrics.filter("h");
     assert_eq!(
         (m.swaps("swapped"), m.swaps("rejected")),
@@ -478,14 +434,8 @@ fn a_configmap_data_swap_is_applied_without_waiting_for_the_debounce() {
     configmap(&vol, "..2026_05_01_10_00_00.1", "filter.wasm", &core_tagger("cm1"));
     let (host, id, _) = long_debounce_host_for(FilterConfig::new("cm", vol.join("filter.wasm")), dir.path());
     configmap(&vol, "..2026_05_01_10_05_00.2", "filter.wasm", &core_tagger("cm2"));
-    let s = sha(&core_tagger("cm2"));
-    wait_for("the configmap swap", Duration::from_secs(60), || {
-        host.status(id).sha256.as_deref() == Some(&s)
-    });
-    assert_eq!(
-        tag_of(&host.worker().run_chain(&[id], event("a", "X"), None)).as_deref(),
-        Some("cm2")
-    );
+    wait_for_tag(&host, id, "cm2", Duration::from_secs(60));
+    assert_eq!(tag_now(&mut host.worker(), id, "a").as_deref(), Some("cm2"));
 }
 
 #[test]
@@ -507,9 +457,6 @@ fn stopping_the_watcher_mid_debounce_returns() {
         .expect("stop_watching returned while a debounce was pending");
     stopper.join().unwrap();
     // The host still works with the version it had.
-    assert_eq!(
-        tag_of(&host.worker().run_chain(&[id], event("a", "X"), None)).as_deref(),
-        Some("s1")
-    );
+    assert_eq!(tag_now(&mut host.worker(), id, "a").as_deref(), Some("s1"));
     drop(host);
 }
