@@ -165,11 +165,19 @@ async fn wait_ready(e: &KafkaExporter, timeout: Duration) -> Health {
     }
 }
 
+/// An exporter named "k" on the broker's topic "events"; with `ready`, once it reports ready.
+async fn events_exporter(broker: &Broker, ready: bool) -> KafkaExporter {
+    let e = config(&broker.brokers, "events").build("k").unwrap();
+    if ready {
+        assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    }
+    e
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn delivers_with_keys_headers_and_partitions() {
     let broker = Broker::start();
-    let e = config(&broker.brokers, "events").build("k").unwrap();
-    assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    let e = events_exporter(&broker, true).await;
     let batch: Vec<Arc<Record>> = (0..60).map(|i| record(i, i % 6, "default")).collect();
     e.export(&batch[..30]).await.unwrap();
     e.export(&batch[30..]).await.unwrap();
@@ -247,8 +255,7 @@ fn keys_of(r: std::ops::Range<usize>) -> crate::Delivered {
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_back_exactly_what_was_produced_after_a_position() {
     let broker = Broker::start();
-    let e = config(&broker.brokers, "events").build("k").unwrap();
-    assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    let e = events_exporter(&broker, true).await;
     e.export(&keyed_batch(0..20)).await.unwrap();
     let pos = e.position().expect("a position once delivered");
     assert!(pos.starts_with("kafka-v1;events:"), "{pos}");
@@ -257,7 +264,7 @@ async fn reads_back_exactly_what_was_produced_after_a_position() {
     let end = e.position().unwrap();
     drop(e);
 
-    let e = config(&broker.brokers, "events").build("k").unwrap();
+    let e = events_exporter(&broker, false).await;
     let got = e.recover(Some(&pos)).await.unwrap();
     assert_eq!(got.len(), 33);
     assert_eq!(got, keys_of(20..53));
@@ -275,7 +282,7 @@ async fn reads_back_exactly_what_was_produced_after_a_position() {
     let next = e.position().expect("a position after the read-back");
     e.export(&keyed_batch(53..60)).await.unwrap();
     drop(e);
-    let e = config(&broker.brokers, "events").build("k").unwrap();
+    let e = events_exporter(&broker, false).await;
     assert_eq!(e.recover(Some(&next)).await.unwrap(), keys_of(53..60));
 }
 
@@ -286,13 +293,11 @@ async fn reads_back_exactly_what_was_produced_after_a_position() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_position_before_any_delivery_is_the_topics_end() {
     let broker = Broker::start();
-    let e = config(&broker.brokers, "events").build("k").unwrap();
-    assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    let e = events_exporter(&broker, true).await;
     e.export(&keyed_batch(0..30)).await.unwrap();
     drop(e);
 
-    let e = config(&broker.brokers, "events").build("k").unwrap();
-    assert_eq!(wait_ready(&e, Duration::from_secs(10)).await, Health::Ready);
+    let e = events_exporter(&broker, true).await;
     // The partitions' ends are fetched in the background, one by one (and
     // retried): wait until every partition has its offset.
     let every = |pos: &str| {
@@ -313,7 +318,7 @@ async fn the_position_before_any_delivery_is_the_topics_end() {
     e.export(&keyed_batch(30..40)).await.unwrap();
     drop(e);
 
-    let e = config(&broker.brokers, "events").build("k").unwrap();
+    let e = events_exporter(&broker, false).await;
     let mut got = e.recover(Some(&pos)).await.unwrap();
     for i in 30..40 {
         assert!(
@@ -354,7 +359,7 @@ async fn templated_topics_are_created_and_sanitized() {
 #[tokio::test(flavor = "multi_thread")]
 async fn too_large_record_is_rejected_alone() {
     let broker = Broker::start();
-    let e = config(&broker.brokers, "events").build("k").unwrap();
+    let e = events_exporter(&broker, false).await;
     let big = Arc::new(Record::new(fields(1, 1, "default"), vec![b'x'; 2 << 20]));
     let batch = vec![record(0, 0, "default"), big, record(2, 2, "default")];
     let err = e.export(&batch).await.unwrap_err();
