@@ -12,6 +12,7 @@
 
 pub mod ack;
 pub mod app;
+pub mod capped;
 pub mod config;
 pub mod event;
 pub mod event_metrics;

@@ -101,6 +101,12 @@ pub(crate) enum AckMsg {
 
 /// Batches in flight between stages.
 const STAGE_DEPTH: usize = 4;
+/// Most events `process` takes from the source at once.
+const PROCESS_BATCH: usize = 256;
+/// Decoded events the source may run ahead of `process`: as many as the
+/// stages after it hold. Each is ~3 KB in memory, so this bounds what a fast
+/// list (thousands of events a second) piles up: 4096 held ~12 MiB at peak.
+const SOURCE_DEPTH: usize = STAGE_DEPTH * PROCESS_BATCH;
 
 /// Runs the pipeline until the source ends or `shutdown` is cancelled, then
 /// drains the queues (within `drain_timeout`), flushes the exporters and
@@ -130,7 +136,7 @@ pub async fn run_with<S>(
 where
     S: Stream<Item = SourceItem> + Send + 'static,
 {
-    let (src_tx, src_rx) = mpsc::channel::<SourceItem>(4096);
+    let (src_tx, src_rx) = mpsc::channel::<SourceItem>(SOURCE_DEPTH);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckMsg>();
     let delivered = recovery::recover(&setup.exporters, &setup.recover_from).await;
     let sampler = recovery::Sampler::new(&setup.exporters);
@@ -410,7 +416,7 @@ async fn process(
         summary: Summary::default(),
         startup_dropped: Vec::new(),
     };
-    let mut items = Vec::with_capacity(256);
+    let mut items = Vec::with_capacity(PROCESS_BATCH);
     loop {
         let mut reloads_closed = false;
         let n = match control.as_mut() {
@@ -428,9 +434,9 @@ async fn process(
                     }
                     None
                 }
-                n = rx.recv_many(&mut items, 256) => Some(n),
+                n = rx.recv_many(&mut items, PROCESS_BATCH) => Some(n),
             },
-            None => Some(rx.recv_many(&mut items, 256).await),
+            None => Some(rx.recv_many(&mut items, PROCESS_BATCH).await),
         };
         if reloads_closed {
             control = None;

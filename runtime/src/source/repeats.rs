@@ -78,6 +78,7 @@ impl RepeatTracker {
             rv: SEEDED_RV,
             seen: self.now(),
         };
+        crate::capped::make_room(&mut self.map);
         let e = self.map.entry(key).or_insert(fresh);
         e.count = e.count.max(sat(count));
         if self.map.len() > self.cap {
@@ -97,6 +98,7 @@ impl RepeatTracker {
         let seen = self.now();
         let count = sat(count);
         let fresh = Entry { count, rv, seen };
+        crate::capped::make_room(&mut self.map);
         let verdict = match self.map.insert(key, fresh) {
             None => Verdict::New,
             Some(old) if old.rv == rv => Verdict::Duplicate,
@@ -171,6 +173,20 @@ impl RepeatTracker {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn at_its_cap_the_table_keeps_its_size() {
+        // 2,000 entries fit 4,096 slots (room for 3,584); a stream of new
+        // uids with evictions must not make the table double.
+        let mut t = RepeatTracker::new(2000, Duration::from_secs(3600));
+        let mut most = 0;
+        for i in 0..100_000 {
+            t.observe(&format!("uid-{i}"), "1", 1);
+            most = most.max(t.map.capacity());
+        }
+        assert!(t.len() <= 2000);
+        assert!(most <= 3584, "the table grew to room for {most}");
+    }
 
     #[test]
     fn verdicts() {

@@ -85,6 +85,7 @@ impl SeenSet {
     /// Records the occurrence count passed on for `uid` (the highest one wins).
     pub fn insert_count(&mut self, uid: &str, count: u64) {
         let now = now_secs();
+        crate::capped::make_room(&mut self.counts);
         let e = self.counts.entry(uid_key(uid)).or_insert((count, now));
         *e = (e.0.max(count), now);
         let max = self.counts_max();
@@ -177,6 +178,7 @@ impl SeenSet {
     }
 
     fn insert_at(&mut self, k: u64, at: u32) {
+        crate::capped::make_room(&mut self.map);
         self.map.insert(k, at);
         // Amortized: trim a tenth past the cap at once.
         if self.map.len() > self.max + self.max / 10 {
@@ -276,6 +278,7 @@ impl SeenSet {
             let mut t = [0u8; 4];
             t.copy_from_slice(&c[8..]);
             let (k, at) = (u64::from_le_bytes(k), u32::from_le_bytes(t));
+            crate::capped::make_room(&mut self.map);
             let e = self.map.entry(k).or_insert(at);
             *e = (*e).max(at);
             // Bounded while loading too.
@@ -296,6 +299,19 @@ impl SeenSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_its_cap_the_table_keeps_its_size() {
+        // Trimmed at 2,200 entries to 2,000: 4,096 slots (room for 3,584).
+        let mut s = SeenSet::new(Duration::from_secs(3600), 2000);
+        let mut most = 0;
+        for i in 0..100_000 {
+            s.insert(&format!("uid-{i}"), "1");
+            most = most.max(s.map.capacity());
+        }
+        assert!(s.len() <= 2200);
+        assert!(most <= 3584, "the table grew to room for {most}");
+    }
 
     #[test]
     fn keys_are_stable_and_distinct() {
