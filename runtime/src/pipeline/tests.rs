@@ -857,3 +857,37 @@ async fn records_read_back_from_the_spill_still_go_to_the_dead_letter_exporter()
     assert_eq!(dl[0]["event"]["uid"], "e7");
     assert_eq!(dl[0]["dead_letter"]["exporter"], "q");
 }
+
+/// Moving the strings out of an event gives the same record as copying them,
+/// with or without the optional fields.
+#[test]
+fn into_record_equals_to_record() {
+    let full: RawEvent = serde_json::from_value(json!({
+        "metadata": {"uid": "u1", "resourceVersion": "7", "name": "web.1", "namespace": "shop"},
+        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "shop", "uid": "p1"},
+        "type": "Warning", "reason": "BackOff", "message": "m", "count": 3,
+        "lastTimestamp": "2024-01-01T00:00:00Z"
+    }))
+    .unwrap();
+    let bare: RawEvent = serde_json::from_value(json!({
+        "metadata": {"uid": "u2", "resourceVersion": "8", "name": "x"},
+        "lastTimestamp": "2024-01-01T00:00:00Z"
+    }))
+    .unwrap();
+    for raw in [full, bare] {
+        let ev = normalize(
+            Api::CoreV1,
+            raw,
+            WatchType::Added,
+            None,
+            &NormalizeOptions {
+                cluster: Arc::from("c1"),
+                include_raw: false,
+            },
+        )
+        .unwrap();
+        let (copied, moved) = (to_record(&ev), into_record(ev));
+        assert_eq!(copied.fields, moved.fields);
+        assert_eq!(copied.json, moved.json);
+    }
+}

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use event_collector_exporters::{Delivered, Record};
 
 use super::reconfigure::{DispatchSwitch, Switch};
-use super::{Queued, dead_letter_json, to_record};
+use super::{Queued, dead_letter_json, into_record, to_record};
 use crate::ack::Pending;
 use crate::event::Event;
 use crate::filter::{ChainOutcome, FilterHost, FilterId, FilterWorker};
@@ -173,7 +173,7 @@ impl Transform {
             if filtered && self.worker.is_some() {
                 self.filtered(event, taken);
             } else {
-                self.unfiltered(&event, taken);
+                self.unfiltered(event, taken);
             }
         }
         if self.delivered_left > 0 {
@@ -231,13 +231,15 @@ impl Transform {
         }
     }
 
-    fn unfiltered(&mut self, event: &Event, taken: &[u32]) {
-        let mut record: Option<Arc<Record>> = None;
+    fn unfiltered(&mut self, event: Event, taken: &[u32]) {
+        if taken.iter().all(|&r| self.chains.exporters[r as usize].is_empty()) {
+            return;
+        }
+        let record = Arc::new(into_record(event));
         for &r in taken {
             for i in 0..self.chains.exporters[r as usize].len() {
                 let e = self.chains.exporters[r as usize][i];
-                let rec = record.get_or_insert_with(|| Arc::new(to_record(event))).clone();
-                self.push(e, &rec, false);
+                self.push(e, &record, false);
             }
         }
     }
@@ -286,7 +288,7 @@ impl Transform {
         let worker = self.worker.as_mut()?;
         match worker.run_chain(&self.chains.filters[r], event, Some(&base.json)) {
             ChainOutcome::Keep { replaced: false, .. } => Some(base.clone()),
-            ChainOutcome::Keep { event, replaced: true } => Some(Arc::new(to_record(&event))),
+            ChainOutcome::Keep { event, replaced: true } => Some(Arc::new(into_record(event))),
             ChainOutcome::Drop { .. } => None,
             ChainOutcome::DeadLetter {
                 event,
