@@ -15,6 +15,9 @@ use event_collector::source::client::ClientOptions;
 /// decoded, freed after export), which glibc's arenas handle with locks (docs/benchmarks.md).
 /// Built without transparent huge pages (`no_thp`: they doubled the RSS); its other
 /// options are set first thing in `main` (event_collector::process_memory).
+/// The `system-alloc` feature keeps glibc malloc, for heap profilers that
+/// hook it (`heaptrack`, `valgrind --tool=dhat`; docs/benchmarks.md).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
