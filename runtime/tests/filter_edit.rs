@@ -133,7 +133,11 @@ fn invalid_edits_fail_the_call_and_change_nothing() {
     let m = metrics.filter("pass");
     assert_eq!(m.failures("invalid_output"), 2);
     assert_eq!((m.error.get(), m.edit.get()), (2, 2));
-    assert_eq!(m.instantiations("failure"), 0, "an invalid edit does not poison the instance");
+    assert_eq!(
+        m.instantiations("failure"),
+        0,
+        "an invalid edit does not poison the instance"
+    );
 }
 
 /// Core modules answer `{"verdict":"edit","edits":[...]}`.
@@ -241,7 +245,10 @@ fn a_component_built_against_0_1_0_still_works() {
     let input = event("o-1", "BackOff");
     let (ev, replaced) = keep_event(w.run_chain(&one(&host, "old"), input.clone(), None));
     assert!(replaced);
-    assert_eq!((ev.extra["team"].as_str(), ev.labels["team"].as_str()), (Some("money"), "money"));
+    assert_eq!(
+        (ev.extra["team"].as_str(), ev.labels["team"].as_str()),
+        (Some("money"), "money")
+    );
     assert_eq!(ev.extra["enriched_by"], "test-guest");
 
     // Both versions in one chain: the old enricher, then the new editor.
@@ -263,13 +270,19 @@ fn a_component_built_against_0_1_0_still_works() {
     }
     assert!(matches!(w.call(old_id, &event("o-5", "Edit"), None), StepResult::Keep));
     let m = metrics.filter("old");
-    assert_eq!((m.replace.get(), m.drop.get(), m.keep.get(), m.edit.get()), (2, 1, 1, 0));
+    assert_eq!(
+        (m.replace.get(), m.drop.get(), m.keep.get(), m.edit.get()),
+        (2, 1, 1, 0)
+    );
     assert_eq!(m.instantiations("failure"), 1);
 
     let mut out = Vec::new();
     filter_check(&guest_copy_v0_1(dir.path(), "check.wasm"), None, &mut out).expect("a good 0.1.0 component");
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("contract: event-collector:filter@0.1.0"), "{text}");
-    assert!(text.contains("event-collector:filter/host@0.1.0  provided by the host"), "{text}");
+    assert!(
+        text.contains("event-collector:filter/host@0.1.0  provided by the host"),
+        "{text}"
+    );
     assert!(text.contains("init:     ok"), "{text}");
 }

@@ -465,7 +465,8 @@ impl Inner {
                     *inst = instantiate(version, &slot.spec, cfg)
                         .map_err(|e| format!("does not restart: {}", e.message))?;
                 }
-                vectors::check(&v.expect, &result, &v.input).map_err(|e| format!("test vector {} failed: {e}", v.place()))?;
+                vectors::check(&v.expect, &result, &v.input)
+                    .map_err(|e| format!("test vector {} failed: {e}", v.place()))?;
             }
         }
         Ok(())

@@ -505,7 +505,9 @@ impl Instance {
                     ComponentPre::V0_2(pre) => {
                         let filter = pre.instantiate(&mut store).map_err(|e| inst_fail(&store, e))?;
                         store.data_mut().log.start_call();
-                        let r = filter.event_collector_filter_filter().call_init(&mut store, config_json);
+                        let r = filter
+                            .event_collector_filter_filter()
+                            .call_init(&mut store, config_json);
                         let fields = EventFields {
                             event_type: String::new(),
                             reason: String::new(),
@@ -518,7 +520,9 @@ impl Instance {
                     ComponentPre::V0_1(pre) => {
                         let filter = pre.instantiate(&mut store).map_err(|e| inst_fail(&store, e))?;
                         store.data_mut().log.start_call();
-                        let r = filter.event_collector_filter_filter().call_init(&mut store, config_json);
+                        let r = filter
+                            .event_collector_filter_filter()
+                            .call_init(&mut store, config_json);
                         let fields = types_v0_1::EventFields {
                             event_type: String::new(),
                             reason: String::new(),

@@ -285,9 +285,7 @@ pub fn load(
                 None => Err(wasmtime::format_err!("no such export")),
             }
             .map_err(|e| {
-                format!(
-                    "does not export the `event-collector:filter/filter@0.2.x` (or `@0.1.x`) interface: {e:#}"
-                )
+                format!("does not export the `event-collector:filter/filter@0.2.x` (or `@0.1.x`) interface: {e:#}")
             })?;
             Code::Component(pre)
         }

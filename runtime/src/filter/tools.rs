@@ -458,7 +458,10 @@ pub fn filter_check(module: &Path, config: Option<&Path>, out: &mut dyn Write) -
             match &contract {
                 Some(c) => writeln!(out, "contract: {c}")?,
                 None => {
-                    writeln!(out, "contract: none (no `event-collector:filter/filter@0.2.x` or `@0.1.x` export)")?;
+                    writeln!(
+                        out,
+                        "contract: none (no `event-collector:filter/filter@0.2.x` or `@0.1.x` export)"
+                    )?;
                     problems.push("it does not export the filter interface".to_string());
                 }
             }

@@ -173,9 +173,10 @@ pub fn check(expect: &Expect, result: &StepResult, input: &Event) -> Result<(), 
         (Expect::Replace(want), StepResult::Replace(ev)) => {
             output(serde_json::to_value(ev).unwrap_or(Value::Null), want)
         }
-        (Expect::Replace(want), StepResult::Edit(edits)) => {
-            output(serde_json::to_value(edits.applied_to(input)).unwrap_or(Value::Null), want)
-        }
+        (Expect::Replace(want), StepResult::Edit(edits)) => output(
+            serde_json::to_value(edits.applied_to(input)).unwrap_or(Value::Null),
+            want,
+        ),
         (Expect::Keep, _) => Err(format!("expected keep, got {got}")),
         (Expect::Drop, _) => Err(format!("expected drop, got {got}")),
         (Expect::Replace(_), _) => Err(format!("expected replace, got {got}")),

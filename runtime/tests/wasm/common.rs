@@ -22,7 +22,10 @@ static GUEST_V0_1: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// The test guest component (`runtime/tests/wasm/guest`, contract 0.2.0), built on first use.
 pub fn guest_component() -> PathBuf {
-    GUEST.get_or_init(|| build_guest(None)).clone().unwrap_or_else(|e| panic!("{e}"))
+    GUEST
+        .get_or_init(|| build_guest(None))
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The same test guest built against the 0.1.0 contract (`--features contract-0-1`).
@@ -50,7 +53,14 @@ fn build_guest(feature: Option<&str>) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&dir)
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target);
     if let Some(f) = feature {
         cmd.args(["--features", f]);
