@@ -742,3 +742,56 @@ fn core_process(
     };
     Ok(parse_core_verdict(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edits(out: &str) -> Vec<Edit> {
+        match parse_core_verdict(out.as_bytes()) {
+            Ok(GuestOut::Edit(e)) => e,
+            other => panic!("{out}: {other:?}"),
+        }
+    }
+
+    fn invalid(out: &str) -> String {
+        match parse_core_verdict(out.as_bytes()) {
+            Err(e) if e.kind == FailureKind::InvalidOutput => e.message,
+            other => panic!("{out}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn core_edit_verdicts() {
+        let e = edits(
+            r#"{"verdict":"edit","edits":[{"set-label":["team","web"]},{"remove-label":"tier"},
+                {"set-annotation":["a","1"]},{"remove-annotation":"b"},{"set-extra":["n",{"x":[1]}]},
+                {"remove-extra":"old"},{"set-message":"m"}]}"#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                Edit::SetLabel("team".into(), "web".into()),
+                Edit::RemoveLabel("tier".into()),
+                Edit::SetAnnotation("a".into(), "1".into()),
+                Edit::RemoveAnnotation("b".into()),
+                Edit::SetExtra("n".into(), ExtraValue::Json(serde_json::json!({"x": [1]}))),
+                Edit::RemoveExtra("old".into()),
+                Edit::SetMessage("m".into()),
+            ]
+        );
+        assert!(edits(r#"{"verdict":"edit","edits":[]}"#).is_empty());
+    }
+
+    #[test]
+    fn core_edit_verdicts_that_are_not() {
+        assert!(invalid(r#"{"verdict":"edit"}"#).contains("without \"edits\""));
+        assert!(invalid(r#"{"verdict":"keep","edits":[]}"#).contains("must not carry \"edits\""));
+        assert!(invalid(r#"{"verdict":"replace","event":{},"edits":[]}"#).contains("must not carry \"edits\""));
+        assert!(invalid(r#"{"verdict":"edit","edits":[],"event":{}}"#).contains("must not carry an \"event\""));
+        assert!(invalid(r#"{"verdict":"edit","edits":[{"set-uid":"x"}]}"#).contains("invalid verdict"));
+        assert!(invalid(r#"{"verdict":"edit","edits":[{"set-label":["k",1]}]}"#).contains("invalid verdict"));
+        assert!(invalid(r#"{"verdict":"edit","edits":[{"set-label":"k"}]}"#).contains("invalid verdict"));
+        assert!(invalid(r#"{"verdict":"maybe"}"#).contains("keep, drop, replace or edit"));
+    }
+}
