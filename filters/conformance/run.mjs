@@ -428,6 +428,8 @@ async function runFile(mod, file, defaultConfig, stats) {
     if (r.trap) instances.drop(config);
     // An invalid replacement or edit is a failure, as on the host (it re-validates).
     let out;
+    // An empty edit list is a keep, as on the host.
+    if (r.verdict === 'edit' && r.edits.length === 0) r.verdict = 'keep';
     if (r.verdict === 'edit') {
       const e = applyEdits(v.input, r.edits, r.extraAsText);
       if (e.invalid) r.invalid = e.invalid;

@@ -175,8 +175,10 @@ fn core_module_edits() {
     assert_eq!((ev.message.as_deref(), ev.note.as_deref()), (Some("hi"), Some("hi")));
     assert_eq!((ev.uid.as_str(), ev.resource_version.as_str()), ("c-1", "12345"));
 
-    let (ev, _) = keep_event(w.run_chain(&one(&host, "empty"), input.clone(), None));
+    let (ev, replaced) = keep_event(w.run_chain(&one(&host, "empty"), input.clone(), None));
+    assert!(!replaced, "an empty edit list is a keep");
     assert_eq!(ev, input);
+    assert_eq!(metrics.filter("empty").keep.get(), 1);
 
     for (i, b) in bad.iter().enumerate() {
         let name = format!("bad{i}");

@@ -599,6 +599,8 @@ pub(crate) fn interpret(out: GuestOut, input: &Event) -> StepResult {
         GuestOut::Error(msg) => return StepResult::Failed(CallError::new(FailureKind::GuestError, msg)),
         GuestOut::Edit(edits) => {
             return match Edits::check(edits) {
+                // Nothing to change: a keep (the JSON stays valid, nothing is re-serialized).
+                Ok(e) if e.is_empty() => StepResult::Keep,
                 Ok(e) => StepResult::Edit(e),
                 Err(e) => StepResult::Failed(e),
             };
