@@ -57,6 +57,67 @@ function isObj(v) {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
+// ---- the edit verdict (contract 0.2.0), applied as the host applies it ----
+
+/**
+ * Applies `edits` ([name, args] pairs) in order to a copy of `input`, all or
+ * nothing: every key non-empty, label/annotation values strings, set-extra
+ * values JSON (text for components when `extraAsText`). Returns {out} or {invalid}.
+ */
+function applyEdits(input, edits, extraAsText) {
+  const out = structuredClone(input);
+  const str = (x) => typeof x === 'string';
+  const pair = (a) => Array.isArray(a) && a.length === 2 && str(a[0]);
+  const ops = [];
+  for (const [i, [name, args]] of edits.entries()) {
+    const bad = (why) => ({ invalid: `edit #${i + 1} (${name}) is invalid: ${why}` });
+    const key = name === 'set-message' ? null : pair(args) ? args[0] : args;
+    if (key !== null && !str(key)) return bad('no string key');
+    if (key === '') return bad('the key is empty');
+    switch (name) {
+      case 'set-label':
+      case 'set-annotation': {
+        if (!pair(args) || !str(args[1])) return bad('the value is not a string');
+        const field = name === 'set-label' ? 'labels' : 'annotations';
+        ops.push(() => (out[field] = { ...(out[field] ?? {}), [args[0]]: args[1] }));
+        break;
+      }
+      case 'remove-label':
+      case 'remove-annotation':
+      case 'remove-extra': {
+        const field = { 'remove-label': 'labels', 'remove-annotation': 'annotations', 'remove-extra': 'extra' }[name];
+        ops.push(() => out[field] && delete out[field][args]);
+        break;
+      }
+      case 'set-extra': {
+        if (!pair(args)) return bad('not [key, value]');
+        let value = args[1];
+        if (extraAsText) {
+          try {
+            value = JSON.parse(args[1]);
+          } catch (e) {
+            return bad(`the value for extra key ${JSON.stringify(args[0])} is not JSON (${e.message})`);
+          }
+        }
+        ops.push(() => (out.extra = { ...(out.extra ?? {}), [args[0]]: value }));
+        break;
+      }
+      case 'set-message':
+        if (!str(args)) return bad('the message is not a string');
+        ops.push(() => {
+          out.message = args;
+          out.note = args;
+        });
+        break;
+      default:
+        return bad('no such edit');
+    }
+  }
+  for (const op of ops) op();
+  if (out.extra && Object.keys(out.extra).length === 0) delete out.extra;
+  return { out };
+}
+
 function checkObjectRef(v, where) {
   if (!isObj(v)) return `${where} is not an object`;
   for (const k of Object.keys(v)) if (!OBJECT_KEYS.includes(k)) return `${where}.${k} is not a schema key`;
@@ -152,7 +213,7 @@ async function loadComponent(file, bytes) {
       const imports = new WASIShim({ sandbox: { preopens: {}, env: {}, args: [name], enableNetwork: false } }).getImportObject();
       imports['event-collector:filter/host'] = { log: (level, msg) => hostLog(name, level, msg) };
       const inst = await instantiate(getCoreModule, imports);
-      const f = inst.filter ?? inst['event-collector:filter/filter@0.1.0'];
+      const f = inst.filter ?? inst['event-collector:filter/filter@0.2.0'] ?? inst['event-collector:filter/filter@0.1.0'];
       const call = (fn) => {
         try {
           return { ok: fn() };
@@ -173,6 +234,8 @@ async function loadComponent(file, bytes) {
           if (v?.tag === 'keep') return { verdict: 'keep' };
           if (v?.tag === 'drop') return { verdict: 'drop' };
           if (v?.tag === 'replace') return { verdict: 'replace', json: v.val };
+          // Contract 0.2.0: a list of {tag, val}; set-extra's value is JSON text.
+          if (v?.tag === 'edit' && Array.isArray(v.val)) return { verdict: 'edit', edits: v.val.map((e) => [e.tag, e.val]), extraAsText: true };
           return { trap: `unexpected verdict ${JSON.stringify(v)}` };
         },
       };
@@ -256,7 +319,12 @@ async function loadCore(file, bytes) {
             }
             if (isObj(v) && typeof v.error === 'string') return { err: v.error };
             if (v?.verdict === 'keep' || v?.verdict === 'drop') return { verdict: v.verdict };
-            if (v?.verdict === 'replace' && isObj(v.event)) return { verdict: 'replace', json: JSON.stringify(v.event) };
+            if (v?.verdict === 'replace' && isObj(v.event) && !('edits' in v)) return { verdict: 'replace', json: JSON.stringify(v.event) };
+            // {"verdict":"edit","edits":[{"set-label":["k","v"]}, ...]}: one key per edit, extra values as JSON.
+            if (v?.verdict === 'edit' && Array.isArray(v.edits) && !('event' in v)) {
+              if (!v.edits.every((e) => isObj(e) && Object.keys(e).length === 1)) return { trap: `an edit is not {"name": args}: ${r.out.slice(0, 200)}` };
+              return { verdict: 'edit', edits: v.edits.map((e) => Object.entries(e)[0]), extraAsText: false };
+            }
             return { trap: `result is not a verdict: ${r.out.slice(0, 200)}` };
           }),
       };
@@ -358,8 +426,15 @@ async function runFile(mod, file, defaultConfig, stats) {
     const r = inst.process(v.input, json);
     stats.calls.push(Number(process.hrtime.bigint() - t0) / 1e3);
     if (r.trap) instances.drop(config);
-    // An invalid replacement is a failure, as on the host (it re-validates).
+    // An invalid replacement or edit is a failure, as on the host (it re-validates).
     let out;
+    // An empty edit list is a keep, as on the host.
+    if (r.verdict === 'edit' && r.edits.length === 0) r.verdict = 'keep';
+    if (r.verdict === 'edit') {
+      const e = applyEdits(v.input, r.edits, r.extraAsText);
+      if (e.invalid) r.invalid = e.invalid;
+      else out = e.out;
+    }
     if (r.verdict === 'replace') {
       try {
         out = JSON.parse(r.json);
@@ -379,7 +454,8 @@ async function runFile(mod, file, defaultConfig, stats) {
       if (failure) passed++;
       else fail(n, id, `got ${got}, want an error`);
     } else if (isObj(want) && 'replace' in want) {
-      if (failure || r.verdict !== 'replace') fail(n, id, `got ${got}, want replace`);
+      // An edit verdict passes a replace vector when the edited event matches.
+      if (failure || (r.verdict !== 'replace' && r.verdict !== 'edit')) fail(n, id, `got ${got}, want replace`);
       else if (!subset(want.replace, out)) {
         fail(n, id, `replace does not match\n      want (subset): ${JSON.stringify(want.replace)}\n      got: ${JSON.stringify(out)}`);
       } else passed++;
@@ -468,6 +544,18 @@ function generate(name, inputs) {
 // The contract modules (conformance/contract/*.wat): what each must give for every shared input.
 const CONTRACT_DIR = path.join(HERE, 'contract');
 const ERROR = { error: true };
+// What contract/edit-verdicts.wat answers for every event (keep the two in step).
+const EDIT_VERDICTS = [
+  ['set-label', ['conformance', 'a']],
+  ['set-label', ['conformance', 'b']],
+  ['remove-label', 'no-such-label'],
+  ['set-annotation', ['checked-by', 'edit-verdicts']],
+  ['remove-annotation', 'no-such-annotation'],
+  ['set-extra', ['edit', { n: 1, list: [true, null, 'x'] }]],
+  ['set-extra', ['gone', 1]],
+  ['remove-extra', 'gone'],
+  ['set-message', 'edited by the contract module'],
+];
 const CONTRACT = {
   'trap': () => ERROR,
   'not-json': () => ERROR,
@@ -475,6 +563,8 @@ const CONTRACT = {
   'invalid-replace': () => ERROR,
   'unknown-verdict': () => ERROR,
   'echo-replace': (input) => ({ replace: input }),
+  'edit-verdicts': (input) => ({ replace: applyEdits(input, EDIT_VERDICTS, false).out }),
+  'invalid-edits': () => ERROR,
   'explicit-verdicts': (input) => (Buffer.byteLength(JSON.stringify(input)) < 1000 ? 'keep' : 'drop'),
   'initialize-then-init': () => 'keep',
 };

@@ -1,10 +1,10 @@
 // js-drop-noisy: drops events whose reason is in the configured list
 // (config {"reasons": [...]}, default DEFAULT_NOISY below) and keeps the rest.
 // Built with componentize-js into a component for
-// event-collector:filter/event-filter@0.1.0. It decides on the fields the host
+// event-collector:filter/event-filter@0.2.0. It decides on the fields the host
 // extracts and never parses the event JSON.
 
-import { log } from 'event-collector:filter/host@0.1.0';
+import { log } from 'event-collector:filter/host@0.2.0';
 
 // The routine Normal events of a healthy pod's life.
 const DEFAULT_NOISY = ['Scheduled', 'Pulling', 'Pulled', 'Created', 'Started', 'Killing', 'SuccessfulCreate', 'SuccessfulDelete'];

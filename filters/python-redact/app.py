@@ -1,6 +1,6 @@
 """python-redact: masks secrets and personal data in an event's text.
 
-An enricher for event-collector:filter/event-filter@0.1.0 built with
+An enricher for event-collector:filter/event-filter@0.2.0 built with
 componentize-py. It rewrites `message` and `note` (the same text under its two
 names), replacing what looks like
 

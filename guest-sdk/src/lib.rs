@@ -2,10 +2,11 @@
 //!
 //! Write event-collector filter and enricher modules in Rust. A module is a
 //! WebAssembly component (target `wasm32-wasip2`) for the world
-//! `event-collector:filter/event-filter@0.1.0` (`wit/filter.wit`, shipped in
+//! `event-collector:filter/event-filter@0.2.0` (`wit/filter.wit`, shipped in
 //! this crate). The host calls `init(config)` once per instance and then
 //! `process(fields, event)` for every event; the module answers
-//! [`Verdict::Keep`], [`Verdict::Drop`] or [`Verdict::Replace`].
+//! [`Verdict::Keep`], [`Verdict::Drop`], [`Verdict::Edit`] (a few changes,
+//! built with [`Edits`]) or [`Verdict::Replace`] (a whole new event).
 //!
 //! Two ways to write one:
 //!
@@ -26,22 +27,29 @@
 //! use event_collector_guest::prelude::*;
 //!
 //! #[derive(serde::Deserialize)]
-//! struct AddCluster { label: String }
+//! struct AddOrigin { label: String }
 //!
-//! impl Filter for AddCluster {
+//! impl Filter for AddOrigin {
 //!     fn init(config: &str) -> Result<Self, String> { config::parse(config) }
-//!     fn process(&mut self, _fields: &EventFields, event: &str) -> Result<Verdict, String> {
-//!         let mut ev = Event::parse(event)?;          // the typed path
-//!         ev.set_label("origin", self.label.as_str());
-//!         Ok(Verdict::Replace(ev))
+//!     fn process(&mut self, fields: &EventFields, _event: &str) -> Result<Verdict, String> {
+//!         // Say only what changes: no parsing, no serializing.
+//!         Ok(Edits::new()
+//!             .label("origin", self.label.as_str())
+//!             .extra("warning", fields.event_type == "Warning")
+//!             .into())
 //!     }
 //! }
-//! export_filter!(AddCluster);
+//! export_filter!(AddOrigin);
 //! ```
+//!
+//! When a filter needs the whole event, [`Event::parse`] gives it typed, and
+//! [`Verdict::Replace`] sends a changed copy back (the host parses and checks
+//! it again: several times the cost of an edit).
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` and a
 //! `crate-type = ["cdylib"]` library: the `.wasm` is the component.
 
+pub mod edit;
 pub mod event;
 pub mod log;
 
@@ -56,6 +64,7 @@ pub mod bindings {
     });
 }
 
+pub use edit::{Edit, Edits};
 pub use event::{Event, ObjectRef, SCHEMA_VERSION};
 pub use event_collector_guest_macros::filter;
 pub use log::Level;
@@ -84,6 +93,11 @@ pub enum Verdict {
     /// Like `Replace`, with JSON the filter produced itself (it must be a
     /// normalized event).
     ReplaceJson(String),
+    /// Pass the event on with these changes, applied in order (contract
+    /// 0.2.0). Build the list with [`Edits`]. Much cheaper than `Replace`
+    /// for an enricher: the event is neither parsed nor sent back. One
+    /// invalid edit (an empty key) fails the call and none is applied.
+    Edit(Vec<Edit>),
 }
 
 impl Verdict {
@@ -99,6 +113,7 @@ impl Verdict {
             Verdict::Drop => W::Drop,
             Verdict::Replace(ev) => W::Replace(ev.to_json()),
             Verdict::ReplaceJson(json) => W::Replace(json),
+            Verdict::Edit(edits) => W::Edit(edits.into_iter().map(Edit::into_wit).collect()),
         }
     }
 }
@@ -116,7 +131,8 @@ pub trait Filter: Sized + 'static {
     fn init(config: &str) -> Result<Self, String>;
 
     /// Decides about one event. `fields` needs no parsing; `event` is the full
-    /// normalized event JSON, for [`Event::parse`] when you need more.
+    /// normalized event JSON, for [`Event::parse`] (or [`edit::label`]) when
+    /// you need more.
     fn process(&mut self, fields: &EventFields, event: &str) -> Result<Verdict, String>;
 }
 
@@ -135,8 +151,9 @@ pub mod config {
 /// `use event_collector_guest::prelude::*;` brings in what a filter needs.
 pub mod prelude {
     pub use crate::config;
+    pub use crate::edit;
     pub use crate::log;
-    pub use crate::{Event, EventFields, Filter, ObjectRef, Verdict, export_filter, filter};
+    pub use crate::{Edit, Edits, Event, EventFields, Filter, ObjectRef, Verdict, export_filter, filter};
 }
 
 /// Exports a type implementing [`Filter`] as this component's `filter`

@@ -1,5 +1,6 @@
 //! Per-call cost of the WASM filter host on a ~1 KB event:
-//! a Rust component (no-op and a real enricher) and core modules, a reused
+//! a Rust component (no-op, a real enricher answering `replace`, and the
+//! same changes as an `edit` verdict) and core modules, a reused
 //! instance vs a fresh instance per call, epoch interruption on vs off.
 //!
 //! A second group calls each example filter of `filters/` (one per language,
@@ -40,6 +41,7 @@ fn filters(dir: &std::path::Path) -> Vec<FilterConfig> {
     vec![
         comp("rust-noop", r#"{"mode":"keep"}"#, 0),
         comp("rust-enrich", r#"{"mode":"enrich"}"#, 0),
+        comp("rust-edit", r#"{"mode":"edit"}"#, 0),
         comp("rust-noop-fresh", r#"{"mode":"keep"}"#, 1),
         core("core-noop", core_keep(), 0),
         core("core-replace", core_tagger("bench"), 0),
@@ -89,6 +91,7 @@ fn bench(c: &mut Criterion) {
         for name in [
             "rust-noop",
             "rust-enrich",
+            "rust-edit",
             "core-noop",
             "core-replace",
             "rust-noop-fresh",
@@ -115,6 +118,18 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // Replace vs edit where it counts: the chain applies the edits and the
+    // event comes out changed either way.
+    for name in ["rust-enrich", "rust-edit"] {
+        let chain = on.chain(&[name]).unwrap();
+        g.bench_function(format!("run_chain [{name}] (epoch on)"), |b| {
+            b.iter_batched(
+                || ev.clone(),
+                |e| black_box(w.run_chain(&chain, e, Some(&json))),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.bench_function("run_chain [] (baseline)", |b| {
         b.iter_batched(
             || ev.clone(),

@@ -97,6 +97,8 @@ pub struct FilterMetrics {
     pub keep: Counter,
     pub drop: Counter,
     pub replace: Counter,
+    /// `edit` verdicts (contract 0.2.0): the event changed by a list of edits.
+    pub edit: Counter,
     /// Calls that failed (any kind; see `failure`).
     pub error: Counter,
     /// Events that skipped the filter: breaker open, or module deleted with `on_delete = "bypass"`.
@@ -345,7 +347,7 @@ impl Metrics {
         );
         registry.register(
             "filter_calls",
-            "WASM filter calls, by filter and verdict (keep, drop, replace, error, bypassed)",
+            "WASM filter calls, by filter and verdict (keep, drop, replace, edit, error, bypassed)",
             m.filter_calls.clone(),
         );
         registry.register(
@@ -468,6 +470,7 @@ impl Metrics {
             keep: verdict("keep"),
             drop: verdict("drop"),
             replace: verdict("replace"),
+            edit: verdict("edit"),
             error: verdict("error"),
             bypassed: verdict("bypassed"),
             call_seconds: self.filter_call_seconds.get_or_create(&l).clone(),

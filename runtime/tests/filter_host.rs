@@ -609,13 +609,13 @@ fn filter_check_reports_contract_exports_and_grants() {
     let mut out = Vec::new();
     filter_check(&guest, None, &mut out).expect("a good component");
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("contract: event-collector:filter@0.1.0"), "{text}");
+    assert!(text.contains("contract: event-collector:filter@0.2.0"), "{text}");
     assert!(
-        text.contains("event-collector:filter/filter@0.1.0: init, process"),
+        text.contains("event-collector:filter/filter@0.2.0: init, process"),
         "{text}"
     );
     assert!(
-        text.contains("event-collector:filter/host@0.1.0  provided by the host"),
+        text.contains("event-collector:filter/host@0.2.0  provided by the host"),
         "{text}"
     );
     assert!(

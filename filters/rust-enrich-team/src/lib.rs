@@ -65,14 +65,20 @@ impl Filter for EnrichTeam {
     }
 
     fn process(&mut self, fields: &EventFields, event: &str) -> Result<Verdict, String> {
-        let mut ev = Event::parse(event)?;
+        // An edit verdict: the event is neither parsed into an `Event` nor
+        // sent back whole; the host applies the two changes itself.
+        let mut edits = Edits::new();
         let team = self.teams.get(&fields.namespace).or(self.default_team.as_ref());
-        if let Some(team) = team {
-            // A team label the event already carries wins.
-            ev.labels.entry("team".to_string()).or_insert_with(|| team.clone());
+        // A team label the event already carries wins (looked up without
+        // parsing the event unless its text contains "team").
+        if let Some(team) = team
+            && edit::label(event, "team")?.is_none()
+        {
+            edits = edits.label("team", team.as_str());
         }
-        ev.set_extra("severity", self.severity(&fields.event_type, &fields.reason));
-        Ok(Verdict::Replace(ev))
+        Ok(edits
+            .extra("severity", self.severity(&fields.event_type, &fields.reason))
+            .into())
     }
 }
 

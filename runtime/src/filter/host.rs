@@ -17,6 +17,7 @@ use arc_swap::ArcSwapOption;
 
 use super::breaker::{Admit, Breaker, BreakerState};
 use super::cache::{ArtifactCache, sha256_hex};
+use super::edit::Edits;
 use super::engine::{EngineSet, Ticker};
 use super::instance::{GuestOut, Instance, InstanceSpec};
 use super::module::{self, ModuleKind, Version};
@@ -101,7 +102,7 @@ pub struct StepTrace {
     /// None when the filter was bypassed without a version (deleted).
     pub sha256: Option<Arc<str>>,
     pub generation: u64,
-    /// keep, drop, replace, error, bypassed.
+    /// keep, drop, replace, edit, error, bypassed.
     pub verdict: &'static str,
 }
 
@@ -464,7 +465,8 @@ impl Inner {
                     *inst = instantiate(version, &slot.spec, cfg)
                         .map_err(|e| format!("does not restart: {}", e.message))?;
                 }
-                vectors::check(&v.expect, &result).map_err(|e| format!("test vector {} failed: {e}", v.place()))?;
+                vectors::check(&v.expect, &result, &v.input)
+                    .map_err(|e| format!("test vector {} failed: {e}", v.place()))?;
             }
         }
         Ok(())
@@ -588,12 +590,21 @@ fn instantiate(version: &Version, spec: &InstanceSpec, config_json: &str) -> Res
     .unwrap_or_else(|p| Err(CallError::new(FailureKind::Instantiate, panic_message(&*p))))
 }
 
-/// Turns the guest's answer into a step result, validating a replacement.
+/// Turns the guest's answer into a step result, validating a replacement
+/// or checking an edit list (all or nothing: one bad edit fails the call).
 pub(crate) fn interpret(out: GuestOut, input: &Event) -> StepResult {
     let parsed = match out {
         GuestOut::Keep => return StepResult::Keep,
         GuestOut::Drop => return StepResult::Drop,
         GuestOut::Error(msg) => return StepResult::Failed(CallError::new(FailureKind::GuestError, msg)),
+        GuestOut::Edit(edits) => {
+            return match Edits::check(edits) {
+                // Nothing to change: a keep (the JSON stays valid, nothing is re-serialized).
+                Ok(e) if e.is_empty() => StepResult::Keep,
+                Ok(e) => StepResult::Edit(e),
+                Err(e) => StepResult::Failed(e),
+            };
+        }
         GuestOut::ReplaceJson(s) => serde_json::from_str::<Event>(&s),
         GuestOut::ReplaceValue(v) => serde_json::from_value::<Event>(v),
     };
@@ -744,6 +755,14 @@ impl FilterWorker {
                 }
                 StepResult::Replace(ev) => {
                     event = *ev;
+                    replaced = true;
+                    src.changed();
+                    continue;
+                }
+                StepResult::Edit(edits) => {
+                    // Checked already: applying cannot fail, and the chain's
+                    // own event is changed in place (no copy).
+                    edits.apply(&mut event);
                     replaced = true;
                     src.changed();
                     continue;
@@ -903,6 +922,11 @@ impl FilterWorker {
                 m.replace.inc();
                 slot.breaker.success(trial);
                 "replace"
+            }
+            StepResult::Edit(_) => {
+                m.edit.inc();
+                slot.breaker.success(trial);
+                "edit"
             }
             StepResult::Failed(e) => {
                 m.error.inc();

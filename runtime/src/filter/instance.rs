@@ -14,11 +14,13 @@ use wasmtime::{Caller, Engine, Linker, ResourceLimiter, Store, Trap, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::module::{Code, CoreExports};
+use super::edit::{Edit, ExtraValue};
+use super::module::{Code, ComponentPre, CoreExports};
 use super::{CallError, FailureKind};
 use crate::event::Event;
 
-/// Host bindings generated from the contract (`guest-sdk/wit/filter.wit`).
+/// Host bindings generated from the contract (`guest-sdk/wit/filter.wit`,
+/// `event-collector:filter@0.2.0`).
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit",
@@ -26,7 +28,18 @@ pub mod bindings {
     });
 }
 
-use bindings::event_collector::filter::types::{EventFields, Level, Verdict};
+/// Host bindings for components built against 0.1.0 (an exact copy of that
+/// contract in `guest-sdk/wit/compat/0.1.0`, a folder guest toolchains
+/// pointed at `guest-sdk/wit` do not read). 0.1.0 has no `edit` verdict.
+pub mod bindings_v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit/compat/0.1.0",
+        world: "event-filter",
+    });
+}
+
+use bindings::event_collector::filter::types::{Edit as WitEdit, EventFields, Level, Verdict};
+use bindings_v0_1::event_collector::filter::types as types_v0_1;
 
 /// At most this many guest log lines per call; the rest are counted.
 const MAX_LOG_LINES_PER_CALL: u32 = 32;
@@ -155,6 +168,21 @@ impl bindings::event_collector::filter::host::Host for CompState {
     }
 }
 
+impl types_v0_1::Host for CompState {}
+
+impl bindings_v0_1::event_collector::filter::host::Host for CompState {
+    fn log(&mut self, level: types_v0_1::Level, message: String) {
+        let l = match level {
+            types_v0_1::Level::Trace => 0,
+            types_v0_1::Level::Debug => 1,
+            types_v0_1::Level::Info => 2,
+            types_v0_1::Level::Warn => 3,
+            types_v0_1::Level::Error => 4,
+        };
+        self.log.log(l, &message);
+    }
+}
+
 /// Store data of a core module instance.
 pub struct CoreState {
     wasi: WasiP1Ctx,
@@ -162,11 +190,13 @@ pub struct CoreState {
     log: GuestLog,
 }
 
-/// The component linker: WASI p2 (sync) and the contract's `host` interface.
+/// The component linker: WASI p2 (sync) and the contract's `host` interface,
+/// in both versions (0.2.0 and 0.1.0).
 pub(crate) fn component_linker(engine: &Engine) -> wasmtime::Result<wasmtime::component::Linker<CompState>> {
     let mut l = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut l)?;
     bindings::EventFilter::add_to_linker::<CompState, HasSelf<CompState>>(&mut l, |s| s)?;
+    bindings_v0_1::EventFilter::add_to_linker::<CompState, HasSelf<CompState>>(&mut l, |s| s)?;
     Ok(l)
 }
 
@@ -228,7 +258,7 @@ fn wasi_builder(spec: &InstanceSpec) -> Result<WasiCtxBuilder, String> {
     Ok(b)
 }
 
-/// What the guest answered, before the host validates a replacement.
+/// What the guest answered, before the host validates a replacement or edits.
 #[derive(Debug)]
 pub enum GuestOut {
     Keep,
@@ -237,6 +267,8 @@ pub enum GuestOut {
     ReplaceJson(String),
     /// A core module's replacement (already parsed as JSON).
     ReplaceValue(serde_json::Value),
+    /// Changes to the event, in order (not yet checked).
+    Edit(Vec<Edit>),
     Error(String),
 }
 
@@ -246,13 +278,24 @@ pub struct CoreInstance {
     process: TypedFunc<(i32, i32), i64>,
 }
 
+/// A component's bindings, in the contract version it was built against,
+/// with its `event-fields` record (reused for every call).
+pub enum CompBindings {
+    V0_2 {
+        filter: bindings::EventFilter,
+        fields: EventFields,
+    },
+    V0_1 {
+        filter: bindings_v0_1::EventFilter,
+        fields: types_v0_1::EventFields,
+    },
+}
+
 /// A live instance.
 pub enum Instance {
     Component {
         store: Store<CompState>,
-        bindings: bindings::EventFilter,
-        /// Reused for every call.
-        fields: EventFields,
+        bindings: CompBindings,
     },
     Core {
         store: Store<CoreState>,
@@ -309,11 +352,43 @@ struct CoreVerdict {
     #[serde(default)]
     event: Option<serde_json::Value>,
     #[serde(default)]
+    edits: Option<Vec<CoreEdit>>,
+    #[serde(default)]
     error: Option<String>,
 }
 
+/// One edit in a core module's `{"verdict":"edit","edits":[...]}`: the
+/// contract's variant names as keys, an extra value as JSON itself.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+enum CoreEdit {
+    SetLabel(String, String),
+    RemoveLabel(String),
+    SetAnnotation(String, String),
+    RemoveAnnotation(String),
+    SetExtra(String, serde_json::Value),
+    RemoveExtra(String),
+    SetMessage(String),
+}
+
+impl From<CoreEdit> for Edit {
+    fn from(e: CoreEdit) -> Edit {
+        match e {
+            CoreEdit::SetLabel(k, v) => Edit::SetLabel(k, v),
+            CoreEdit::RemoveLabel(k) => Edit::RemoveLabel(k),
+            CoreEdit::SetAnnotation(k, v) => Edit::SetAnnotation(k, v),
+            CoreEdit::RemoveAnnotation(k) => Edit::RemoveAnnotation(k),
+            CoreEdit::SetExtra(k, v) => Edit::SetExtra(k, ExtraValue::Json(v)),
+            CoreEdit::RemoveExtra(k) => Edit::RemoveExtra(k),
+            CoreEdit::SetMessage(m) => Edit::SetMessage(m),
+        }
+    }
+}
+
 /// Parses a core module's output: `{"verdict":"keep"|"drop"}`,
-/// `{"verdict":"replace","event":{...}}` or `{"error":"msg"}`.
+/// `{"verdict":"replace","event":{...}}`,
+/// `{"verdict":"edit","edits":[{"set-label":["team","web"]},{"set-extra":["severity","high"]},...]}`
+/// or `{"error":"msg"}`.
 pub fn parse_core_verdict(out: &[u8]) -> Result<GuestOut, CallError> {
     let v: CoreVerdict = serde_json::from_slice(out).map_err(|e| {
         let shown = String::from_utf8_lossy(&out[..out.len().min(120)]).into_owned();
@@ -325,26 +400,24 @@ pub fn parse_core_verdict(out: &[u8]) -> Result<GuestOut, CallError> {
     if let Some(err) = v.error {
         return Ok(GuestOut::Error(err));
     }
-    match (v.verdict.as_deref(), v.event) {
-        (Some("keep"), None) => Ok(GuestOut::Keep),
-        (Some("drop"), None) => Ok(GuestOut::Drop),
-        (Some("replace"), Some(ev)) => Ok(GuestOut::ReplaceValue(ev)),
-        (Some("replace"), None) => Err(CallError::new(
-            FailureKind::InvalidOutput,
-            "verdict \"replace\" without an \"event\"",
+    let invalid = |m: String| Err(CallError::new(FailureKind::InvalidOutput, m));
+    match (v.verdict.as_deref(), v.event, v.edits) {
+        (Some("keep"), None, None) => Ok(GuestOut::Keep),
+        (Some("drop"), None, None) => Ok(GuestOut::Drop),
+        (Some("replace"), Some(ev), None) => Ok(GuestOut::ReplaceValue(ev)),
+        (Some("edit"), None, Some(edits)) => Ok(GuestOut::Edit(edits.into_iter().map(Edit::from).collect())),
+        (Some("replace"), None, _) => invalid("verdict \"replace\" without an \"event\"".into()),
+        (Some("edit"), _, None) => invalid("verdict \"edit\" without \"edits\"".into()),
+        (Some(other @ ("keep" | "drop" | "edit")), Some(_), _) => {
+            invalid(format!("verdict \"{other}\" must not carry an \"event\""))
+        }
+        (Some(other @ ("keep" | "drop" | "replace")), _, Some(_)) => {
+            invalid(format!("verdict \"{other}\" must not carry \"edits\""))
+        }
+        (Some(other), _, _) => invalid(format!(
+            "unknown verdict {other:?} (expected keep, drop, replace or edit)"
         )),
-        (Some(other @ ("keep" | "drop")), Some(_)) => Err(CallError::new(
-            FailureKind::InvalidOutput,
-            format!("verdict \"{other}\" must not carry an \"event\""),
-        )),
-        (Some(other), _) => Err(CallError::new(
-            FailureKind::InvalidOutput,
-            format!("unknown verdict {other:?} (expected keep, drop or replace)"),
-        )),
-        (None, _) => Err(CallError::new(
-            FailureKind::InvalidOutput,
-            "the verdict JSON has neither \"verdict\" nor \"error\"",
-        )),
+        (None, _, _) => invalid("the verdict JSON has neither \"verdict\" nor \"error\"".into()),
     }
 }
 
@@ -362,21 +435,45 @@ pub fn event_fields(ev: &Event) -> EventFields {
         kind: String::new(),
         name: String::new(),
     };
-    fill_fields(&mut f, ev);
+    fill_fields(
+        [
+            &mut f.event_type,
+            &mut f.reason,
+            &mut f.namespace,
+            &mut f.kind,
+            &mut f.name,
+        ],
+        ev,
+    );
     f
 }
 
-/// Refills `f` from `ev`, reusing its strings' buffers (no allocation once warm).
-fn fill_fields(f: &mut EventFields, ev: &Event) {
+/// Refills the fields (event type, reason, namespace, kind, name; the same in
+/// both contract versions) from `ev`, reusing their buffers (no allocation
+/// once warm).
+fn fill_fields([event_type, reason, namespace, kind, name]: [&mut String; 5], ev: &Event) {
     let set = |s: &mut String, v: &str| {
         s.clear();
         s.push_str(v);
     };
-    set(&mut f.event_type, ev.type_.as_deref().unwrap_or(""));
-    set(&mut f.reason, ev.reason.as_deref().unwrap_or(""));
-    set(&mut f.namespace, &ev.namespace);
-    set(&mut f.kind, ev.kind());
-    set(&mut f.name, ev.object.name.as_deref().unwrap_or(""));
+    set(event_type, ev.type_.as_deref().unwrap_or(""));
+    set(reason, ev.reason.as_deref().unwrap_or(""));
+    set(namespace, &ev.namespace);
+    set(kind, ev.kind());
+    set(name, ev.object.name.as_deref().unwrap_or(""));
+}
+
+/// A component's edit, in the host's terms.
+fn from_wit(e: WitEdit) -> Edit {
+    match e {
+        WitEdit::SetLabel((k, v)) => Edit::SetLabel(k, v),
+        WitEdit::RemoveLabel(k) => Edit::RemoveLabel(k),
+        WitEdit::SetAnnotation((k, v)) => Edit::SetAnnotation(k, v),
+        WitEdit::RemoveAnnotation(k) => Edit::RemoveAnnotation(k),
+        WitEdit::SetExtra((k, v)) => Edit::SetExtra(k, ExtraValue::Text(v)),
+        WitEdit::RemoveExtra(k) => Edit::RemoveExtra(k),
+        WitEdit::SetMessage(m) => Edit::SetMessage(m),
+    }
 }
 
 impl Instance {
@@ -396,18 +493,46 @@ impl Instance {
                 store.limiter(|s| &mut s.limiter);
                 store.epoch_deadline_trap();
                 store.set_epoch_deadline(spec.init_ticks);
-                let bindings = pre.instantiate(&mut store).map_err(|e| {
+                let inst_fail = |store: &Store<CompState>, e: wasmtime::Error| {
                     let denied = store.data().limiter.denied;
                     let mut c = classify(e, denied, "instantiate");
                     if c.kind != FailureKind::Memory {
                         c.kind = FailureKind::Instantiate;
                     }
                     c
-                })?;
-                store.data_mut().log.start_call();
-                let r = bindings
-                    .event_collector_filter_filter()
-                    .call_init(&mut store, config_json);
+                };
+                let (bindings, r) = match pre {
+                    ComponentPre::V0_2(pre) => {
+                        let filter = pre.instantiate(&mut store).map_err(|e| inst_fail(&store, e))?;
+                        store.data_mut().log.start_call();
+                        let r = filter
+                            .event_collector_filter_filter()
+                            .call_init(&mut store, config_json);
+                        let fields = EventFields {
+                            event_type: String::new(),
+                            reason: String::new(),
+                            namespace: String::new(),
+                            kind: String::new(),
+                            name: String::new(),
+                        };
+                        (CompBindings::V0_2 { filter, fields }, r)
+                    }
+                    ComponentPre::V0_1(pre) => {
+                        let filter = pre.instantiate(&mut store).map_err(|e| inst_fail(&store, e))?;
+                        store.data_mut().log.start_call();
+                        let r = filter
+                            .event_collector_filter_filter()
+                            .call_init(&mut store, config_json);
+                        let fields = types_v0_1::EventFields {
+                            event_type: String::new(),
+                            reason: String::new(),
+                            namespace: String::new(),
+                            kind: String::new(),
+                            name: String::new(),
+                        };
+                        (CompBindings::V0_1 { filter, fields }, r)
+                    }
+                };
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(msg)) => return Err(inst_err(format!("init rejected the config: {msg}"))),
@@ -418,17 +543,7 @@ impl Instance {
                     }
                 }
                 store.data_mut().limiter.denied = false;
-                Ok(Instance::Component {
-                    store,
-                    bindings,
-                    fields: EventFields {
-                        event_type: String::new(),
-                        reason: String::new(),
-                        namespace: String::new(),
-                        kind: String::new(),
-                        name: String::new(),
-                    },
-                })
+                Ok(Instance::Component { store, bindings })
             }
             Code::Core(core) => {
                 let state = CoreState {
@@ -495,22 +610,59 @@ impl Instance {
     /// Runs `process` on one event within `ticks` epoch ticks.
     pub fn process(&mut self, event: &Event, json: &str, ticks: u64) -> Result<GuestOut, CallError> {
         match self {
-            Instance::Component {
-                store,
-                bindings,
-                fields,
-            } => {
+            Instance::Component { store, bindings } => {
                 store.set_epoch_deadline(ticks);
                 store.data_mut().log.start_call();
-                fill_fields(fields, event);
-                let r = bindings
-                    .event_collector_filter_filter()
-                    .call_process(&mut *store, fields, json);
+                let r = match bindings {
+                    CompBindings::V0_2 { filter, fields } => {
+                        fill_fields(
+                            [
+                                &mut fields.event_type,
+                                &mut fields.reason,
+                                &mut fields.namespace,
+                                &mut fields.kind,
+                                &mut fields.name,
+                            ],
+                            event,
+                        );
+                        filter
+                            .event_collector_filter_filter()
+                            .call_process(&mut *store, fields, json)
+                            .map(|r| {
+                                r.map(|v| match v {
+                                    Verdict::Keep => GuestOut::Keep,
+                                    Verdict::Drop => GuestOut::Drop,
+                                    Verdict::Replace(s) => GuestOut::ReplaceJson(s),
+                                    Verdict::Edit(edits) => GuestOut::Edit(edits.into_iter().map(from_wit).collect()),
+                                })
+                            })
+                    }
+                    CompBindings::V0_1 { filter, fields } => {
+                        fill_fields(
+                            [
+                                &mut fields.event_type,
+                                &mut fields.reason,
+                                &mut fields.namespace,
+                                &mut fields.kind,
+                                &mut fields.name,
+                            ],
+                            event,
+                        );
+                        filter
+                            .event_collector_filter_filter()
+                            .call_process(&mut *store, fields, json)
+                            .map(|r| {
+                                r.map(|v| match v {
+                                    types_v0_1::Verdict::Keep => GuestOut::Keep,
+                                    types_v0_1::Verdict::Drop => GuestOut::Drop,
+                                    types_v0_1::Verdict::Replace(s) => GuestOut::ReplaceJson(s),
+                                })
+                            })
+                    }
+                };
                 let denied = std::mem::take(&mut store.data_mut().limiter.denied);
                 match r {
-                    Ok(Ok(Verdict::Keep)) => Ok(GuestOut::Keep),
-                    Ok(Ok(Verdict::Drop)) => Ok(GuestOut::Drop),
-                    Ok(Ok(Verdict::Replace(s))) => Ok(GuestOut::ReplaceJson(s)),
+                    Ok(Ok(out)) => Ok(out),
                     Ok(Err(msg)) if denied => Err(CallError::new(
                         FailureKind::Memory,
                         format!("memory limit reached; the guest returned: {msg}"),
@@ -589,4 +741,57 @@ fn core_process(
         return Ok(Err(out_of_bounds("process")));
     };
     Ok(parse_core_verdict(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edits(out: &str) -> Vec<Edit> {
+        match parse_core_verdict(out.as_bytes()) {
+            Ok(GuestOut::Edit(e)) => e,
+            other => panic!("{out}: {other:?}"),
+        }
+    }
+
+    fn invalid(out: &str) -> String {
+        match parse_core_verdict(out.as_bytes()) {
+            Err(e) if e.kind == FailureKind::InvalidOutput => e.message,
+            other => panic!("{out}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn core_edit_verdicts() {
+        let e = edits(
+            r#"{"verdict":"edit","edits":[{"set-label":["team","web"]},{"remove-label":"tier"},
+                {"set-annotation":["a","1"]},{"remove-annotation":"b"},{"set-extra":["n",{"x":[1]}]},
+                {"remove-extra":"old"},{"set-message":"m"}]}"#,
+        );
+        assert_eq!(
+            e,
+            vec![
+                Edit::SetLabel("team".into(), "web".into()),
+                Edit::RemoveLabel("tier".into()),
+                Edit::SetAnnotation("a".into(), "1".into()),
+                Edit::RemoveAnnotation("b".into()),
+                Edit::SetExtra("n".into(), ExtraValue::Json(serde_json::json!({"x": [1]}))),
+                Edit::RemoveExtra("old".into()),
+                Edit::SetMessage("m".into()),
+            ]
+        );
+        assert!(edits(r#"{"verdict":"edit","edits":[]}"#).is_empty());
+    }
+
+    #[test]
+    fn core_edit_verdicts_that_are_not() {
+        assert!(invalid(r#"{"verdict":"edit"}"#).contains("without \"edits\""));
+        assert!(invalid(r#"{"verdict":"keep","edits":[]}"#).contains("must not carry \"edits\""));
+        assert!(invalid(r#"{"verdict":"replace","event":{},"edits":[]}"#).contains("must not carry \"edits\""));
+        assert!(invalid(r#"{"verdict":"edit","edits":[],"event":{}}"#).contains("must not carry an \"event\""));
+        assert!(invalid(r#"{"verdict":"edit","edits":[{"set-uid":"x"}]}"#).contains("invalid verdict"));
+        assert!(invalid(r#"{"verdict":"edit","edits":[{"set-label":["k",1]}]}"#).contains("invalid verdict"));
+        assert!(invalid(r#"{"verdict":"edit","edits":[{"set-label":"k"}]}"#).contains("invalid verdict"));
+        assert!(invalid(r#"{"verdict":"maybe"}"#).contains("keep, drop, replace or edit"));
+    }
 }

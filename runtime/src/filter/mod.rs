@@ -1,7 +1,8 @@
 //! The WASM host: runs user filter and enricher modules on events.
 //!
 //! A module is either a **component** built against `guest-sdk/wit/filter.wit`
-//! (`event-collector:filter@0.1.0`, with WASI p2 and the `host.log` import) or
+//! (`event-collector:filter@0.2.0`, or 0.1.0 which lacks the `edit` verdict;
+//! with WASI p2 and the `host.log` import) or
 //! a **core module** speaking the plain-memory ABI (`alloc` / `process` /
 //! optional `init` and `_initialize`, with WASI p1 and `event_collector.log`),
 //! told apart by the bytes.
@@ -12,6 +13,7 @@
 //! - [`module`]: compiling a file into a [`Version`] (ready to instantiate).
 //! - [`instance`]: one live instance with its store, limits and WASI context,
 //!   and the per-call work for both kinds.
+//! - [`edit`]: the `edit` verdict's changes, checked and applied.
 //! - [`breaker`]: the per-filter circuit breaker.
 //! - [`host`]: [`FilterHost`] (every filter's current version, validation,
 //!   hot swap) and [`FilterWorker`] (one thread's instances and the chain runner).
@@ -24,6 +26,7 @@
 
 pub mod breaker;
 pub mod cache;
+pub mod edit;
 pub mod engine;
 pub mod host;
 pub mod instance;
@@ -39,6 +42,7 @@ use std::sync::Arc;
 use crate::event::Event;
 
 pub use breaker::BreakerState;
+pub use edit::{Edit, Edits};
 pub use host::{FilterHost, FilterStatus, FilterWorker, HostOptions, StepTrace};
 pub use module::{ModuleKind, Version};
 
@@ -82,7 +86,8 @@ pub enum FailureKind {
     Memory,
     /// The guest returned an error.
     GuestError,
-    /// The guest's output is not a valid verdict, or a replaced event is invalid.
+    /// The guest's output is not a valid verdict, a replaced event is invalid,
+    /// or an edit is invalid.
     InvalidOutput,
     /// The module could not be instantiated or its `init` failed.
     Instantiate,
@@ -145,6 +150,9 @@ pub enum StepResult {
     Drop,
     /// The validated replacement event.
     Replace(Box<Event>),
+    /// Checked changes to the event (the `edit` verdict): the chain applies
+    /// them to the event it owns, [`Edits::applied_to`] gives a changed copy.
+    Edit(edit::Edits),
     Failed(CallError),
     /// Not called: the breaker is open (with its error), or the module was
     /// deleted with `on_delete = "bypass"` (None).

@@ -11,7 +11,7 @@ use wasmtime::{Engine, ExternType, Module, ValType};
 
 use super::cache::{ArtifactCache, Lookup};
 use super::engine::EngineSet;
-use super::instance::{CompState, CoreState, bindings};
+use super::instance::{CompState, CoreState, bindings, bindings_v0_1};
 use crate::metrics::Metrics;
 
 /// Which ABI a module speaks.
@@ -58,9 +58,43 @@ pub struct CorePre {
     pub(crate) exports: CoreExports,
 }
 
+/// A linked component, with the bindings of the contract version it exports.
+pub enum ComponentPre {
+    /// `event-collector:filter/filter@0.2.x` (has the `edit` verdict).
+    V0_2(bindings::EventFilterPre<CompState>),
+    /// `event-collector:filter/filter@0.1.x`.
+    V0_1(bindings_v0_1::EventFilterPre<CompState>),
+}
+
+impl ComponentPre {
+    /// The contract version, as `0.2` or `0.1`.
+    pub fn contract(&self) -> &'static str {
+        match self {
+            ComponentPre::V0_2(_) => "0.2",
+            ComponentPre::V0_1(_) => "0.1",
+        }
+    }
+}
+
+/// Which contract version a component's exports speak (by the name of its
+/// `filter` interface export), or None.
+pub fn component_contract(component: &Component, engine: &Engine) -> Option<&'static str> {
+    let ty = component.component_type();
+    let mut found = None;
+    for (name, _) in ty.exports(engine) {
+        if name.starts_with("event-collector:filter/filter@0.2.") {
+            return Some("0.2");
+        }
+        if name.starts_with("event-collector:filter/filter@0.1.") {
+            found = Some("0.1");
+        }
+    }
+    found
+}
+
 /// Compiled and linked code, ready to instantiate.
 pub enum Code {
-    Component(bindings::EventFilterPre<CompState>),
+    Component(ComponentPre),
     Core(CorePre),
 }
 
@@ -245,8 +279,14 @@ pub fn load(
                 .component_linker
                 .instantiate_pre(&c)
                 .map_err(|e| format!("cannot be linked: {e:#}"))?;
-            let pre = bindings::EventFilterPre::new(pre)
-                .map_err(|e| format!("does not export the `event-collector:filter/filter@0.1.x` interface: {e:#}"))?;
+            let pre = match component_contract(&c, engine) {
+                Some("0.2") => bindings::EventFilterPre::new(pre).map(ComponentPre::V0_2),
+                Some(_) => bindings_v0_1::EventFilterPre::new(pre).map(ComponentPre::V0_1),
+                None => Err(wasmtime::format_err!("no such export")),
+            }
+            .map_err(|e| {
+                format!("does not export the `event-collector:filter/filter@0.2.x` (or `@0.1.x`) interface: {e:#}")
+            })?;
             Code::Component(pre)
         }
         Compiled::Core(m) => {

@@ -100,6 +100,7 @@ pub struct TestSummary {
     pub keep: usize,
     pub drop: usize,
     pub replace: usize,
+    pub edit: usize,
     pub errors: usize,
     pub vectors_passed: usize,
     pub vectors_failed: usize,
@@ -206,6 +207,7 @@ pub fn filter_test(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Te
                 StepResult::Keep => summary.keep += 1,
                 StepResult::Drop => summary.drop += 1,
                 StepResult::Replace(_) => summary.replace += 1,
+                StepResult::Edit(_) => summary.edit += 1,
                 _ => summary.errors += 1,
             }
             writeln!(
@@ -214,9 +216,13 @@ pub fn filter_test(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Te
                 ev.describe(),
                 micros(*times.last().unwrap_or(&Duration::ZERO))
             )?;
-            if let StepResult::Replace(new) = &result {
+            let changed = match &result {
+                StepResult::Replace(new) => Some(serde_json::to_value(new).unwrap_or_default()),
+                StepResult::Edit(edits) => Some(serde_json::to_value(edits.applied_to(ev)).unwrap_or_default()),
+                _ => None,
+            };
+            if let Some(after) = changed {
                 let before = serde_json::to_value(ev).unwrap_or_default();
-                let after = serde_json::to_value(new).unwrap_or_default();
                 let d = vectors::diff(&before, &after);
                 if d.is_empty() {
                     writeln!(out, "    (no field changed)")?;
@@ -226,7 +232,7 @@ pub fn filter_test(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Te
                 }
             }
             if let Some(v) = vector {
-                match vectors::check(&v.expect, &result) {
+                match vectors::check(&v.expect, &result, ev) {
                     Ok(()) => {
                         summary.vectors_passed += 1;
                         writeln!(out, "    PASS (expect {})", expect_name(&v.expect))?;
@@ -244,8 +250,8 @@ pub fn filter_test(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Te
     summary.p99 = percentile(&times, 0.99);
     writeln!(
         out,
-        "{} events: {} keep, {} drop, {} replace, {} errors",
-        summary.events, summary.keep, summary.drop, summary.replace, summary.errors
+        "{} events: {} keep, {} drop, {} replace, {} edit, {} errors",
+        summary.events, summary.keep, summary.drop, summary.replace, summary.edit, summary.errors
     )?;
     if summary.vectors_passed + summary.vectors_failed > 0 {
         writeln!(
@@ -452,7 +458,10 @@ pub fn filter_check(module: &Path, config: Option<&Path>, out: &mut dyn Write) -
             match &contract {
                 Some(c) => writeln!(out, "contract: {c}")?,
                 None => {
-                    writeln!(out, "contract: none (no `event-collector:filter/filter@0.1.x` export)")?;
+                    writeln!(
+                        out,
+                        "contract: none (no `event-collector:filter/filter@0.2.x` or `@0.1.x` export)"
+                    )?;
                     problems.push("it does not export the filter interface".to_string());
                 }
             }

@@ -6,7 +6,8 @@
 //!
 //! `config` is optional (default: the filter's own). For `replace`, the
 //! expected value is matched as a subset: every field given must be equal in
-//! the output (objects recursively), others are not checked.
+//! the output (objects recursively), others are not checked. A module that
+//! answers `edit` passes a `replace` vector when the edited event matches.
 //!
 //! The vectors of `dir/NAME.wasm` are `dir/NAME.test.jsonl` and
 //! `dir/NAME.*.test.jsonl`; when `dir` holds no other `.wasm` file, every
@@ -154,20 +155,28 @@ pub fn subset(expected: &Value, actual: &Value) -> bool {
     }
 }
 
-/// Checks a result against the expectation; Err says what differs.
-pub fn check(expect: &Expect, result: &StepResult) -> Result<(), String> {
+/// Checks a result for `input` against the expectation; Err says what
+/// differs. An `edit` result satisfies `{"replace": ...}` when the edited
+/// event does: a module may switch from replace to edit and keep its vectors.
+pub fn check(expect: &Expect, result: &StepResult, input: &Event) -> Result<(), String> {
     let got = describe(result);
+    let output = |actual: Value, want: &Value| {
+        if subset(want, &actual) {
+            Ok(())
+        } else {
+            Err(format!("expected a replacement containing {want}, got {actual}"))
+        }
+    };
     match (expect, result) {
         (Expect::Keep, StepResult::Keep) | (Expect::Drop, StepResult::Drop) => Ok(()),
         (Expect::Error, StepResult::Failed(_)) => Ok(()),
         (Expect::Replace(want), StepResult::Replace(ev)) => {
-            let actual = serde_json::to_value(ev).unwrap_or(Value::Null);
-            if subset(want, &actual) {
-                Ok(())
-            } else {
-                Err(format!("expected a replacement containing {want}, got {actual}"))
-            }
+            output(serde_json::to_value(ev).unwrap_or(Value::Null), want)
         }
+        (Expect::Replace(want), StepResult::Edit(edits)) => output(
+            serde_json::to_value(edits.applied_to(input)).unwrap_or(Value::Null),
+            want,
+        ),
         (Expect::Keep, _) => Err(format!("expected keep, got {got}")),
         (Expect::Drop, _) => Err(format!("expected drop, got {got}")),
         (Expect::Replace(_), _) => Err(format!("expected replace, got {got}")),
@@ -181,6 +190,7 @@ pub fn describe(result: &StepResult) -> String {
         StepResult::Keep => "keep".into(),
         StepResult::Drop => "drop".into(),
         StepResult::Replace(_) => "replace".into(),
+        StepResult::Edit(e) => format!("edit ({} change{})", e.len(), if e.len() == 1 { "" } else { "s" }),
         StepResult::Failed(e) => format!("error ({e})"),
         StepResult::Bypassed(Some(e)) => format!("bypassed ({e})"),
         StepResult::Bypassed(None) => "bypassed".into(),

@@ -18,64 +18,92 @@ pub fn workspace() -> PathBuf {
 }
 
 static GUEST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static GUEST_V0_1: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
-/// The test guest component (`runtime/tests/wasm/guest`), built on first use.
+/// The test guest component (`runtime/tests/wasm/guest`, contract 0.2.0), built on first use.
 pub fn guest_component() -> PathBuf {
     GUEST
-        .get_or_init(|| {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/guest");
-            // Beside the example filters' guest builds, outside the checkout, so fresh clones reuse it.
-            let target = std::env::var_os("EVENT_COLLECTOR_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/event-collector")))
-                .map_or_else(|| workspace().join("target/wasm-guests"), |c| c.join("wasm-target"));
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(&dir)
-                .args([
-                    "build",
-                    "--release",
-                    "--quiet",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--target-dir",
-                ])
-                .arg(&target);
-            for var in [
-                "CARGO_TARGET_DIR",
-                "RUSTFLAGS",
-                "CARGO_ENCODED_RUSTFLAGS",
-                "CARGO_BUILD_TARGET",
-                "CARGO_MAKEFLAGS",
-                "MAKEFLAGS",
-                "MFLAGS",
-                "RUSTC_WORKSPACE_WRAPPER",
-                "CARGO_PRIMARY_PACKAGE",
-            ] {
-                cmd.env_remove(var);
-            }
-            let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building the test guest failed (is `rustup target add wasm32-wasip2` done?):\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let wasm = target.join("wasm32-wasip2/release/event_collector_test_guest.wasm");
-            if wasm.is_file() {
-                Ok(wasm)
-            } else {
-                Err(format!("{} was not built", wasm.display()))
-            }
-        })
+        .get_or_init(|| build_guest(None))
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The same test guest built against the 0.1.0 contract (`--features contract-0-1`).
+pub fn guest_component_v0_1() -> PathBuf {
+    GUEST_V0_1
+        .get_or_init(|| build_guest(Some("contract-0-1")))
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Builds the test guest (with `feature`, in its own target dir) and copies
+/// the result to a path of its own.
+fn build_guest(feature: Option<&str>) -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wasm/guest");
+    // Beside the example filters' guest builds, outside the checkout, so fresh clones reuse it.
+    let mut target = std::env::var_os("EVENT_COLLECTOR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/event-collector")))
+        .map_or_else(|| workspace().join("target/wasm-guests"), |c| c.join("wasm-target"));
+    if let Some(f) = feature {
+        // Its own target dir: the same artifact name must not be overwritten
+        // while another test binary copies the default build.
+        target = target.join(f);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&dir)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target);
+    if let Some(f) = feature {
+        cmd.args(["--features", f]);
+    }
+    for var in [
+        "CARGO_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the test guest failed (is `rustup target add wasm32-wasip2` done?):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let wasm = target.join("wasm32-wasip2/release/event_collector_test_guest.wasm");
+    if wasm.is_file() {
+        Ok(wasm)
+    } else {
+        Err(format!("{} was not built", wasm.display()))
+    }
 }
 
 /// Copies the test guest into `dir` as `name`.
 pub fn guest_copy(dir: &Path, name: &str) -> PathBuf {
     let to = dir.join(name);
     std::fs::copy(guest_component(), &to).expect("copy guest");
+    to
+}
+
+/// Copies the 0.1.0-contract test guest into `dir` as `name`.
+pub fn guest_copy_v0_1(dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(guest_component_v0_1(), &to).expect("copy guest");
     to
 }
 

@@ -5,14 +5,25 @@
 //! (replace with JSON that is not an event), ChangeUid (replace with another
 //! uid), Error (returns an error), Open (reads `path` from the config),
 //! Env (reads `var` from the config), Log (logs through the host), Drop, Enrich,
-//! Count. Anything else: `mode` from the config ("keep" by default).
+//! Count, Edit (the Enrich changes as an edit verdict, and more), BadEditJson and
+//! BadEditKey (an invalid edit list). Anything else: `mode` from the config
+//! ("keep" by default). Built with the `contract-0-1` feature it targets the
+//! 0.1.0 contract, which has no edit verdict: the Edit reasons then keep.
 
 use std::cell::{Cell, RefCell};
 
 use serde_json::{Value, json};
 
+// The current contract (0.2.0); with the `contract-0-1` feature, the 0.1.0
+// contract (no edit verdict), to prove the host still runs such components.
+#[cfg(not(feature = "contract-0-1"))]
 wit_bindgen::generate!({
     path: "../../../../guest-sdk/wit",
+    world: "event-filter",
+});
+#[cfg(feature = "contract-0-1")]
+wit_bindgen::generate!({
+    path: "../../../../guest-sdk/wit/compat/0.1.0",
     world: "event-filter",
 });
 
@@ -44,6 +55,42 @@ fn enrich(event: &str, fields: &EventFields) -> Result<Verdict, String> {
         labels.insert("team".into(), json!(team));
     }
     Ok(Verdict::Replace(v.to_string()))
+}
+
+/// The `enrich` changes as an edit list (contract 0.2.0), plus one of each
+/// other kind: no JSON is parsed or written.
+#[cfg(not(feature = "contract-0-1"))]
+fn edit(fields: &EventFields) -> Result<Verdict, String> {
+    use event_collector::filter::types::Edit;
+    let team = match fields.namespace.as_str() {
+        "payments" | "billing" => "money",
+        "" => "cluster",
+        _ => "platform",
+    };
+    Ok(Verdict::Edit(vec![
+        Edit::SetExtra(("team".into(), format!("{team:?}"))),
+        Edit::SetExtra(("enriched_by".into(), r#""test-guest""#.into())),
+        Edit::SetLabel(("team".into(), "first".into())),
+        Edit::SetLabel(("team".into(), team.into())),
+        Edit::RemoveLabel("tier".into()),
+        Edit::RemoveLabel("no-such-label".into()),
+        Edit::SetAnnotation(("edited".into(), "yes".into())),
+        Edit::RemoveAnnotation("team".into()),
+        Edit::SetExtra(("gone".into(), "1".into())),
+        Edit::RemoveExtra("gone".into()),
+        Edit::SetMessage(format!("edited: {}", fields.reason)),
+    ]))
+}
+
+/// A valid edit followed by an invalid one (`what` says which).
+#[cfg(not(feature = "contract-0-1"))]
+fn bad_edit(what: &str) -> Result<Verdict, String> {
+    use event_collector::filter::types::Edit;
+    let bad = match what {
+        "BadEditJson" => Edit::SetExtra(("severity".into(), "high".into())),
+        _ => Edit::SetLabel(("".into(), "x".into())),
+    };
+    Ok(Verdict::Edit(vec![Edit::SetLabel(("team".into(), "x".into())), bad]))
 }
 
 fn count(event: &str) -> Result<Verdict, String> {
@@ -103,6 +150,10 @@ fn act(what: &str, fields: &EventFields, event: &str) -> Result<Verdict, String>
         "Drop" | "drop" => Ok(Verdict::Drop),
         "Enrich" | "enrich" => enrich(event, fields),
         "Count" | "count" => count(event),
+        #[cfg(not(feature = "contract-0-1"))]
+        "Edit" | "edit" => edit(fields),
+        #[cfg(not(feature = "contract-0-1"))]
+        "BadEditJson" | "BadEditKey" => bad_edit(what),
         _ => Ok(Verdict::Keep),
     }
 }
@@ -123,7 +174,7 @@ impl Guest for TestGuest {
         let mode = config_str("mode").unwrap_or_else(|| "keep".into());
         let what = match fields.reason.as_str() {
             r @ ("Loop" | "Bomb" | "Trap" | "Garbage" | "Invalid" | "ChangeUid" | "Error" | "Open" | "Env" | "Log"
-            | "Drop" | "Enrich" | "Count") => r.to_string(),
+            | "Drop" | "Enrich" | "Count" | "Edit" | "BadEditJson" | "BadEditKey") => r.to_string(),
             _ => mode,
         };
         act(&what, &fields, &event)
