@@ -613,52 +613,38 @@ impl Instance {
             Instance::Component { store, bindings } => {
                 store.set_epoch_deadline(ticks);
                 store.data_mut().log.start_call();
+                // The two contract versions differ only in their generated types.
+                macro_rules! call {
+                    ($filter:expr, $fields:expr, $map:expr) => {{
+                        let f = &mut *$fields;
+                        fill_fields(
+                            [
+                                &mut f.event_type,
+                                &mut f.reason,
+                                &mut f.namespace,
+                                &mut f.kind,
+                                &mut f.name,
+                            ],
+                            event,
+                        );
+                        $filter
+                            .event_collector_filter_filter()
+                            .call_process(&mut *store, f, json)
+                            .map(|r| r.map($map))
+                    }};
+                }
                 let r = match bindings {
-                    CompBindings::V0_2 { filter, fields } => {
-                        fill_fields(
-                            [
-                                &mut fields.event_type,
-                                &mut fields.reason,
-                                &mut fields.namespace,
-                                &mut fields.kind,
-                                &mut fields.name,
-                            ],
-                            event,
-                        );
-                        filter
-                            .event_collector_filter_filter()
-                            .call_process(&mut *store, fields, json)
-                            .map(|r| {
-                                r.map(|v| match v {
-                                    Verdict::Keep => GuestOut::Keep,
-                                    Verdict::Drop => GuestOut::Drop,
-                                    Verdict::Replace(s) => GuestOut::ReplaceJson(s),
-                                    Verdict::Edit(edits) => GuestOut::Edit(edits.into_iter().map(from_wit).collect()),
-                                })
-                            })
-                    }
-                    CompBindings::V0_1 { filter, fields } => {
-                        fill_fields(
-                            [
-                                &mut fields.event_type,
-                                &mut fields.reason,
-                                &mut fields.namespace,
-                                &mut fields.kind,
-                                &mut fields.name,
-                            ],
-                            event,
-                        );
-                        filter
-                            .event_collector_filter_filter()
-                            .call_process(&mut *store, fields, json)
-                            .map(|r| {
-                                r.map(|v| match v {
-                                    types_v0_1::Verdict::Keep => GuestOut::Keep,
-                                    types_v0_1::Verdict::Drop => GuestOut::Drop,
-                                    types_v0_1::Verdict::Replace(s) => GuestOut::ReplaceJson(s),
-                                })
-                            })
-                    }
+                    CompBindings::V0_2 { filter, fields } => call!(filter, fields, |v| match v {
+                        Verdict::Keep => GuestOut::Keep,
+                        Verdict::Drop => GuestOut::Drop,
+                        Verdict::Replace(s) => GuestOut::ReplaceJson(s),
+                        Verdict::Edit(edits) => GuestOut::Edit(edits.into_iter().map(from_wit).collect()),
+                    }),
+                    CompBindings::V0_1 { filter, fields } => call!(filter, fields, |v| match v {
+                        types_v0_1::Verdict::Keep => GuestOut::Keep,
+                        types_v0_1::Verdict::Drop => GuestOut::Drop,
+                        types_v0_1::Verdict::Replace(s) => GuestOut::ReplaceJson(s),
+                    }),
                 };
                 let denied = std::mem::take(&mut store.data_mut().limiter.denied);
                 match r {
