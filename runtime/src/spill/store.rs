@@ -151,6 +151,9 @@ pub struct ReadBatch {
     pub problems: Vec<SpillProblem>,
     /// Where reading stopped: segment id and offset after the last record.
     end: Option<(u64, u64)>,
+    /// The segment reading started in. A segment prepended after the read
+    /// (`prepend`, below this id) is not part of the batch.
+    start_id: Option<u64>,
 }
 
 /// One spill directory, opened by one process.
@@ -549,6 +552,7 @@ impl SpillStore {
                     }
                 }
             }
+            batch.start_id.get_or_insert(seg.id);
             batch.end = Some((seg.id, off));
         }
         Ok(batch)
@@ -560,9 +564,17 @@ impl SpillStore {
         let Some((end_id, end_off)) = batch.end else {
             return Ok(());
         };
+        let start_id = batch.start_id.unwrap_or(end_id);
         let mut left = batch.payloads.len() as u64;
         let mut removed = Vec::new();
-        while let Some(seg) = self.segments.front_mut() {
+        // Segments prepended since the read (ids below `start_id`) stay: their
+        // records were not in the batch.
+        let i = self
+            .segments
+            .iter()
+            .position(|s| s.id >= start_id)
+            .unwrap_or(self.segments.len());
+        while let Some(seg) = self.segments.get_mut(i) {
             if seg.id > end_id {
                 break;
             }
@@ -581,10 +593,10 @@ impl SpillStore {
                 break;
             }
             // Fully read; if it was the segment being appended to, the next append starts a new one.
-            if self.segments.len() == 1 {
+            if i + 1 == self.segments.len() {
                 self.tail = None;
             }
-            if let Some(s) = self.segments.pop_front() {
+            if let Some(s) = self.segments.remove(i) {
                 removed.push(s.path);
             }
         }

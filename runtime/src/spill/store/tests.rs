@@ -288,3 +288,32 @@ fn an_unwritable_directory_is_an_error_naming_the_path() {
     let err = SpillStore::open(opts(&path)).unwrap_err();
     assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }
+
+/// Records prepended while a batch is out (read, not yet acknowledged) are
+/// not in that batch: its acknowledgement must leave them to be read next.
+/// (The queue prepends when it moves a failing sink's memory to disk.)
+#[test]
+fn an_ack_after_a_prepend_keeps_the_prepended_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = SpillStore::open(opts(dir.path())).unwrap();
+    s.append(&payloads(10, 6)).unwrap();
+    let b = s.read(4, u64::MAX).unwrap();
+    assert_eq!(b.payloads.len(), 4);
+    s.prepend(&payloads(0, 3)).unwrap();
+    s.ack(&b).unwrap();
+    assert_eq!(s.records(), 5, "3 prepended + 2 not yet read");
+    let mut want = names(0, 3);
+    want.extend(names(14, 2));
+    assert_eq!(drain(&mut s, 2), want);
+    // And across a restart.
+    s.append(&payloads(20, 2)).unwrap();
+    let b = s.read(1, u64::MAX).unwrap();
+    s.prepend(&payloads(30, 1)).unwrap();
+    s.ack(&b).unwrap();
+    drop(s);
+    let (mut s, problems) = SpillStore::open(opts(dir.path())).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut want = names(30, 1);
+    want.extend(names(21, 1));
+    assert_eq!(drain(&mut s, 5), want);
+}
