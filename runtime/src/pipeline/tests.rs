@@ -755,6 +755,59 @@ async fn spill_moves_the_checkpoint_while_the_sink_is_down_and_delivers_everythi
 }
 
 #[tokio::test]
+async fn a_batch_moved_to_the_spill_is_acknowledged_once_for_its_exporter_only() {
+    // Every event goes to "q" (spilling, down) and "all" (down too). Should
+    // the batch "q" holds while retrying, or its memory queue, be
+    // acknowledged twice when they move to disk, the second acknowledgement
+    // would count for "all" and move the checkpoint past events "all" never
+    // received.
+    let dir = tempfile::tempdir().unwrap();
+    let (q, all, dlq) = (flaky("q", true, None), fake("all", u32::MAX), fake("dlq", 0));
+    let setup = queue_setup(&spill_keys(dir.path(), ""), q.clone(), all.clone(), dlq);
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = watch::channel(Checkpoint::default());
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run(
+        futures::stream::iter(events(0, 50)).chain(futures::stream::pending()),
+        setup,
+        metrics.clone(),
+        shutdown.clone(),
+        tx,
+    ));
+    until(|| {
+        metric(
+            &metrics.encode(),
+            r#"event_collector_exporter_spill_bytes{exporter="q"}"#,
+        ) > 0
+    })
+    .await;
+    // Let "q" evacuate and keep retrying for a while.
+    until(|| q.inner.calls.load(Ordering::SeqCst) >= 8).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        rx.borrow().streams.iter().all(Option::is_none),
+        "nothing passes while \"all\" is down: {:?}",
+        rx.borrow().streams
+    );
+    assert_eq!(
+        metric(&metrics.encode(), "event_collector_checkpoint_pending"),
+        50,
+        "every event still waits for \"all\""
+    );
+    // "all" recovers: "q"'s acknowledgements (all by the spill) were enough.
+    all.fail.store(0, Ordering::SeqCst);
+    until(|| rx.borrow().streams == vec![Some("49".to_string())]).await;
+    assert!(uids(&q.inner).is_empty(), "\"q\" is still down");
+    q.down.store(false, Ordering::SeqCst);
+    until(|| uids(&q.inner).len() >= 50).await;
+    shutdown.cancel();
+    let summary = handle.await.unwrap();
+    assert_eq!(uids(&q.inner), names(0, 50), "in order, exactly once");
+    assert_eq!(uids(&all), names(0, 50));
+    assert_eq!(summary.unacknowledged, 0);
+}
+
+#[tokio::test]
 async fn spilled_events_survive_a_restart_and_go_before_newer_ones() {
     let dir = tempfile::tempdir().unwrap();
     {
