@@ -428,40 +428,51 @@ fn unpack(packed: i64) -> (usize, usize) {
 
 /// The fields the host extracts for `process` (components only).
 pub fn event_fields(ev: &Event) -> EventFields {
-    let mut f = EventFields {
-        event_type: String::new(),
-        reason: String::new(),
-        namespace: String::new(),
-        kind: String::new(),
-        name: String::new(),
-    };
-    fill_fields(
-        [
-            &mut f.event_type,
-            &mut f.reason,
-            &mut f.namespace,
-            &mut f.kind,
-            &mut f.name,
-        ],
-        ev,
-    );
+    let mut f = EventFields::empty();
+    f.fill(ev);
     f
 }
 
-/// Refills the fields (event type, reason, namespace, kind, name; the same in
-/// both contract versions) from `ev`, reusing their buffers (no allocation
-/// once warm).
-fn fill_fields([event_type, reason, namespace, kind, name]: [&mut String; 5], ev: &Event) {
-    let set = |s: &mut String, v: &str| {
-        s.clear();
-        s.push_str(v);
-    };
-    set(event_type, ev.type_.as_deref().unwrap_or(""));
-    set(reason, ev.reason.as_deref().unwrap_or(""));
-    set(namespace, &ev.namespace);
-    set(kind, ev.kind());
-    set(name, ev.object.name.as_deref().unwrap_or(""));
+/// The five `event-fields` members (event type, reason, namespace, kind,
+/// name), the same in both contract versions.
+trait FieldSlots {
+    fn empty() -> Self;
+    fn slots(&mut self) -> [&mut String; 5];
+
+    /// Refills the fields from `ev`, reusing their buffers (no allocation once warm).
+    fn fill(&mut self, ev: &Event) {
+        let [event_type, reason, namespace, kind, name] = self.slots();
+        let set = |s: &mut String, v: &str| {
+            s.clear();
+            s.push_str(v);
+        };
+        set(event_type, ev.type_.as_deref().unwrap_or(""));
+        set(reason, ev.reason.as_deref().unwrap_or(""));
+        set(namespace, &ev.namespace);
+        set(kind, ev.kind());
+        set(name, ev.object.name.as_deref().unwrap_or(""));
+    }
 }
+
+macro_rules! field_slots {
+    ($($t:ty),*) => {$(
+        impl FieldSlots for $t {
+            fn empty() -> Self {
+                Self {
+                    event_type: String::new(),
+                    reason: String::new(),
+                    namespace: String::new(),
+                    kind: String::new(),
+                    name: String::new(),
+                }
+            }
+            fn slots(&mut self) -> [&mut String; 5] {
+                [&mut self.event_type, &mut self.reason, &mut self.namespace, &mut self.kind, &mut self.name]
+            }
+        }
+    )*};
+}
+field_slots!(EventFields, types_v0_1::EventFields);
 
 /// A component's edit, in the host's terms.
 fn from_wit(e: WitEdit) -> Edit {
@@ -508,13 +519,7 @@ impl Instance {
                         let r = filter
                             .event_collector_filter_filter()
                             .call_init(&mut store, config_json);
-                        let fields = EventFields {
-                            event_type: String::new(),
-                            reason: String::new(),
-                            namespace: String::new(),
-                            kind: String::new(),
-                            name: String::new(),
-                        };
+                        let fields = EventFields::empty();
                         (CompBindings::V0_2 { filter, fields }, r)
                     }
                     ComponentPre::V0_1(pre) => {
@@ -523,13 +528,7 @@ impl Instance {
                         let r = filter
                             .event_collector_filter_filter()
                             .call_init(&mut store, config_json);
-                        let fields = types_v0_1::EventFields {
-                            event_type: String::new(),
-                            reason: String::new(),
-                            namespace: String::new(),
-                            kind: String::new(),
-                            name: String::new(),
-                        };
+                        let fields = types_v0_1::EventFields::empty();
                         (CompBindings::V0_1 { filter, fields }, r)
                     }
                 };
@@ -617,16 +616,7 @@ impl Instance {
                 macro_rules! call {
                     ($filter:expr, $fields:expr, $map:expr) => {{
                         let f = &mut *$fields;
-                        fill_fields(
-                            [
-                                &mut f.event_type,
-                                &mut f.reason,
-                                &mut f.namespace,
-                                &mut f.kind,
-                                &mut f.name,
-                            ],
-                            event,
-                        );
+                        f.fill(event);
                         $filter
                             .event_collector_filter_filter()
                             .call_process(&mut *store, f, json)
