@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
     };
     let on = FilterHost::with_options(&fs, &wasm_on, Arc::new(Metrics::new()), opts.clone()).unwrap();
     let off = FilterHost::with_options(&fs, &wasm_off, Arc::new(Metrics::new()), opts).unwrap();
-    let ev = event("bench-uid", "BackOff");
+    let mut ev = event("bench-uid", "BackOff");
     let json = serde_json::to_vec(&ev).unwrap();
     eprintln!("event JSON: {} bytes", json.len());
 
@@ -102,9 +102,9 @@ fn bench(c: &mut Criterion) {
             }
             let id = host.id(name).unwrap();
             // Warm: instantiate before measuring.
-            black_box(w.call(id, &ev, Some(&json)));
+            black_box(w.call(id, &mut ev, Some(&json)));
             g.bench_function(format!("{name} ({epoch})"), |b| {
-                b.iter(|| black_box(w.call(id, black_box(&ev), Some(black_box(&json)))))
+                b.iter(|| black_box(w.call(id, black_box(&mut ev), Some(black_box(&json)))))
             });
         }
     }
@@ -177,7 +177,7 @@ fn bench_examples(c: &mut Criterion) {
         ..HostOptions::default()
     };
     let host = FilterHost::with_options(&fs, &WasmConfig::default(), Arc::new(Metrics::new()), opts).unwrap();
-    let ev = event("bench-uid", "BackOff");
+    let mut ev = event("bench-uid", "BackOff");
     let json = serde_json::to_vec(&ev).unwrap();
     let mut g = c.benchmark_group("example filters, 1 KB event (epoch on)");
     g.measurement_time(Duration::from_secs(3))
@@ -186,9 +186,9 @@ fn bench_examples(c: &mut Criterion) {
     let mut w = host.worker();
     for f in &fs {
         let id = host.id(&f.name).unwrap();
-        black_box(w.call(id, &ev, Some(&json)));
+        black_box(w.call(id, &mut ev, Some(&json)));
         g.bench_function(f.name.as_str(), |b| {
-            b.iter(|| black_box(w.call(id, black_box(&ev), Some(black_box(&json)))))
+            b.iter(|| black_box(w.call(id, black_box(&mut ev), Some(black_box(&json)))))
         });
     }
     g.finish();

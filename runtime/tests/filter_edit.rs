@@ -87,7 +87,7 @@ fn component_edits_change_the_event_and_the_next_filter_sees_them() {
         metrics.encode()
     );
     // One call on its own: the step result carries the edits, the event is the caller's.
-    match w.call(one(&host, "edit")[0], &input, None) {
+    match w.call(one(&host, "edit")[0], &mut input.clone(), None) {
         StepResult::Edit(e) => {
             assert_eq!(e.len(), 11);
             assert_edited(&e.applied_to(&input), &input);
@@ -182,7 +182,7 @@ fn core_module_edits() {
 
     for (i, b) in bad.iter().enumerate() {
         let name = format!("bad{i}");
-        match w.call(one(&host, &name)[0], &input, None) {
+        match w.call(one(&host, &name)[0], &mut input.clone(), None) {
             StepResult::Failed(e) => assert_eq!(e.kind.as_str(), "invalid_output", "{b}: {e}"),
             other => panic!("{b}: {other:?}"),
         }
@@ -261,16 +261,22 @@ fn a_component_built_against_0_1_0_still_works() {
 
     // Its faults are contained as before; the Edit reason means nothing to it.
     let old_id = one(&host, "old")[0];
-    assert!(matches!(w.call(old_id, &event("o-2", "Drop"), None), StepResult::Drop));
-    match w.call(old_id, &event("o-3", "Trap"), None) {
+    assert!(matches!(
+        w.call(old_id, &mut event("o-2", "Drop"), None),
+        StepResult::Drop
+    ));
+    match w.call(old_id, &mut event("o-3", "Trap"), None) {
         StepResult::Failed(e) => assert_eq!(e.kind.as_str(), "trap"),
         other => panic!("{other:?}"),
     }
-    match w.call(old_id, &event("o-4", "Error"), None) {
+    match w.call(old_id, &mut event("o-4", "Error"), None) {
         StepResult::Failed(e) => assert_eq!(e.kind.as_str(), "guest_error"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(w.call(old_id, &event("o-5", "Edit"), None), StepResult::Keep));
+    assert!(matches!(
+        w.call(old_id, &mut event("o-5", "Edit"), None),
+        StepResult::Keep
+    ));
     let m = metrics.filter("old");
     assert_eq!(
         (m.replace.get(), m.drop.get(), m.keep.get(), m.edit.get()),

@@ -163,11 +163,11 @@ fn replacement_must_keep_identity() {
     let mut w = host.worker();
     let uid = one(&host, "uid")[0];
     let rvid = one(&host, "rv")[0];
-    match w.call(uid, &event("same", "X"), None) {
+    match w.call(uid, &mut event("same", "X"), None) {
         StepResult::Failed(e) => assert!(e.message.contains("changed uid"), "{e}"),
         other => panic!("{other:?}"),
     }
-    match w.call(rvid, &event("same", "X"), None) {
+    match w.call(rvid, &mut event("same", "X"), None) {
         StepResult::Failed(e) => assert!(e.message.contains("changed resource_version"), "{e}"),
         other => panic!("{other:?}"),
     }
@@ -288,8 +288,8 @@ fn guest_log_lines_reach_the_collector_log() {
     let mut w = host.worker();
     let (results, logs) = capture_logs(|| {
         (
-            w.call(host.id("guest").unwrap(), &event("u", "Log"), None),
-            w.call(host.id("core_logger").unwrap(), &event("u", "X"), None),
+            w.call(host.id("guest").unwrap(), &mut event("u", "Log"), None),
+            w.call(host.id("core_logger").unwrap(), &mut event("u", "X"), None),
         )
     });
     assert_eq!(results, (StepResult::Keep, StepResult::Keep));
@@ -435,7 +435,7 @@ fn files_and_environment_need_a_grant() {
     );
     let mut w = host.worker();
     let call = |w: &mut event_collector::filter::FilterWorker, name: &str, reason: &str| {
-        w.call(host.id(name).unwrap(), &event("u", reason), None)
+        w.call(host.id(name).unwrap(), &mut event("u", reason), None)
     };
     match call(&mut w, "denied", "Open") {
         StepResult::Failed(e) => assert!(e.message.contains("cannot open"), "{e}"),
@@ -609,13 +609,13 @@ fn filter_check_reports_contract_exports_and_grants() {
     let mut out = Vec::new();
     filter_check(&guest, None, &mut out).expect("a good component");
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("contract: event-collector:filter@0.2.0"), "{text}");
+    assert!(text.contains("contract: event-collector:filter@0.3.0"), "{text}");
     assert!(
-        text.contains("event-collector:filter/filter@0.2.0: init, process"),
+        text.contains("event-collector:filter/filter@0.3.0: init, process"),
         "{text}"
     );
     assert!(
-        text.contains("event-collector:filter/host@0.2.0  provided by the host"),
+        text.contains("event-collector:filter/host@0.3.0  provided by the host"),
         "{text}"
     );
     assert!(

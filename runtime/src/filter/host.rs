@@ -17,6 +17,7 @@ use arc_swap::ArcSwapOption;
 
 use super::breaker::{Admit, Breaker, BreakerState};
 use super::cache::{ArtifactCache, sha256_hex};
+use super::current::EventJson;
 use super::edit::Edits;
 use super::engine::{EngineSet, Ticker};
 use super::instance::{GuestOut, Instance, InstanceSpec};
@@ -362,6 +363,7 @@ impl FilterHost {
             inner: self.inner.clone(),
             slots: self.inner.slots.iter().map(|_| WorkerSlot::default()).collect(),
             json: Vec::with_capacity(2048),
+            json_valid: false,
         }
     }
 
@@ -451,8 +453,9 @@ impl Inner {
                         &mut others[pos].1
                     }
                 };
-                let json = serde_json::to_string(&v.input).unwrap_or_default();
-                let result = match catch_unwind(AssertUnwindSafe(|| inst.process(&v.input, &json, slot.ticks))) {
+                let mut input = v.input.clone();
+                let mut json = EventJson::new(None, Vec::new());
+                let result = match catch_unwind(AssertUnwindSafe(|| inst.process(&mut input, &mut json, slot.ticks))) {
                     Ok(Ok(out)) => interpret(out, &v.input),
                     Ok(Err(e)) => StepResult::Failed(e),
                     Err(p) => StepResult::Failed(CallError::new(FailureKind::Panic, panic_message(&*p))),
@@ -637,34 +640,6 @@ struct WorkerSlot {
     next_reason: &'static str,
 }
 
-/// The JSON of the event as it is now: the caller's bytes until a filter
-/// replaces the event, then serialized on demand into a reused buffer.
-struct JsonSrc<'a> {
-    caller: Option<&'a str>,
-    buf: Vec<u8>,
-    valid: bool,
-}
-
-impl JsonSrc<'_> {
-    fn get(&mut self, ev: &Event) -> &str {
-        if let Some(j) = self.caller {
-            return j;
-        }
-        if !self.valid {
-            self.buf.clear();
-            // Serializing the Event (strings, maps, numbers) cannot fail.
-            let _ = serde_json::to_writer(&mut self.buf, ev);
-            self.valid = true;
-        }
-        std::str::from_utf8(&self.buf).unwrap_or("")
-    }
-
-    fn changed(&mut self) {
-        self.caller = None;
-        self.valid = false;
-    }
-}
-
 /// One thread's instances of every filter. Not shared: each thread that runs
 /// chains takes its own from [`FilterHost::worker`]. Must run on a plain
 /// thread (not inside a tokio runtime: WASI's sync bindings block on their
@@ -672,7 +647,10 @@ impl JsonSrc<'_> {
 pub struct FilterWorker {
     inner: Arc<Inner>,
     slots: Vec<WorkerSlot>,
+    /// The event's JSON, serialized on demand (reused buffer).
     json: Vec<u8>,
+    /// `json` holds the event the last run left.
+    json_valid: bool,
 }
 
 impl FilterWorker {
@@ -693,16 +671,29 @@ impl FilterWorker {
         self.run(chain, event, json, Some(trace))
     }
 
-    /// Runs one filter on one event, without applying `on_error`.
-    pub fn call(&mut self, id: FilterId, event: &Event, json: Option<&[u8]>) -> StepResult {
-        let mut src = JsonSrc {
-            caller: json.and_then(|j| std::str::from_utf8(j).ok()),
-            buf: std::mem::take(&mut self.json),
-            valid: false,
-        };
+    /// Runs one filter on one event, without applying `on_error`. The
+    /// event is lent to the instance for the call (a 0.3 component reads it
+    /// through `host.event`) and is unchanged when this returns.
+    pub fn call(&mut self, id: FilterId, event: &mut Event, json: Option<&[u8]>) -> StepResult {
+        let mut src = EventJson::new(
+            json.and_then(|j| std::str::from_utf8(j).ok()),
+            std::mem::take(&mut self.json),
+        );
         let r = self.step(id, event, &mut src, None);
-        self.json = src.buf;
+        self.finish(src);
         r
+    }
+
+    /// The JSON of the event as the last [`run_chain`](Self::run_chain) or
+    /// [`call`](Self::call) left it, if a filter needed it serialized (and
+    /// none changed the event afterwards): the exporters' record can reuse it.
+    pub fn serialized(&self) -> Option<&[u8]> {
+        self.json_valid.then_some(&self.json[..])
+    }
+
+    fn finish(&mut self, src: EventJson<'_>) {
+        self.json_valid = src.serialized().is_some();
+        self.json = src.into_buf();
     }
 
     /// How much linear memory this worker's instance of `id` holds (None: no instance).
@@ -724,13 +715,12 @@ impl FilterWorker {
         json: Option<&[u8]>,
         trace: Option<&mut Vec<StepTrace>>,
     ) -> ChainOutcome {
-        let mut src = JsonSrc {
-            caller: json.and_then(|j| std::str::from_utf8(j).ok()),
-            buf: std::mem::take(&mut self.json),
-            valid: false,
-        };
+        let mut src = EventJson::new(
+            json.and_then(|j| std::str::from_utf8(j).ok()),
+            std::mem::take(&mut self.json),
+        );
         let outcome = self.run_steps(chain, event, &mut src, trace);
-        self.json = src.buf;
+        self.finish(src);
         outcome
     }
 
@@ -738,12 +728,12 @@ impl FilterWorker {
         &mut self,
         chain: &[FilterId],
         mut event: Event,
-        src: &mut JsonSrc<'_>,
+        src: &mut EventJson<'_>,
         mut trace: Option<&mut Vec<StepTrace>>,
     ) -> ChainOutcome {
         let mut replaced = false;
         for &id in chain {
-            let result = self.step(id, &event, src, trace.as_deref_mut());
+            let result = self.step(id, &mut event, src, trace.as_deref_mut());
             let slot = &self.inner.slots[id.index()];
             let error = match result {
                 StepResult::Keep | StepResult::Bypassed(None) => continue,
@@ -802,8 +792,8 @@ impl FilterWorker {
     fn step(
         &mut self,
         id: FilterId,
-        event: &Event,
-        json: &mut JsonSrc<'_>,
+        event: &mut Event,
+        json: &mut EventJson<'_>,
         trace: Option<&mut Vec<StepTrace>>,
     ) -> StepResult {
         let inner = &*self.inner;
@@ -879,9 +869,8 @@ impl FilterWorker {
                 let Some(instance) = ws.instance.as_mut() else {
                     return StepResult::Bypassed(None);
                 };
-                let j = json.get(event);
                 let t0 = Instant::now();
-                let r = catch_unwind(AssertUnwindSafe(|| instance.process(event, j, slot.ticks)));
+                let r = catch_unwind(AssertUnwindSafe(|| instance.process(event, json, slot.ticks)));
                 slot.metrics.call_seconds.observe(t0.elapsed().as_secs_f64());
                 let memory = instance.memory_bytes();
                 ws.calls += 1;

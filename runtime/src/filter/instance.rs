@@ -14,13 +14,14 @@ use wasmtime::{Caller, Engine, Linker, ResourceLimiter, Store, Trap, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::current::{EventJson, Lent};
 use super::edit::{Edit, ExtraValue};
 use super::module::{Code, ComponentPre, CoreExports};
 use super::{CallError, FailureKind};
 use crate::event::Event;
 
 /// Host bindings generated from the contract (`guest-sdk/wit/filter.wit`,
-/// `event-collector:filter@0.2.0`).
+/// `event-collector:filter@0.3.0`).
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit",
@@ -28,9 +29,19 @@ pub mod bindings {
     });
 }
 
-/// Host bindings for components built against 0.1.0 (an exact copy of that
-/// contract in `guest-sdk/wit/compat/0.1.0`, a folder guest toolchains
-/// pointed at `guest-sdk/wit` do not read). 0.1.0 has no `edit` verdict.
+/// Host bindings for components built against 0.2.0 (an exact copy of that
+/// contract in `guest-sdk/wit/compat/0.2.0`, a folder guest toolchains
+/// pointed at `guest-sdk/wit` do not read). 0.2.0 sends the event JSON with
+/// every `process` call.
+pub mod bindings_v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit/compat/0.2.0",
+        world: "event-filter",
+    });
+}
+
+/// Host bindings for components built against 0.1.0 (`guest-sdk/wit/compat/0.1.0`):
+/// as 0.2.0 without the `edit` verdict.
 pub mod bindings_v0_1 {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit/compat/0.1.0",
@@ -38,8 +49,9 @@ pub mod bindings_v0_1 {
     });
 }
 
-use bindings::event_collector::filter::types::{Edit as WitEdit, EventFields, Level, Verdict};
+use bindings::event_collector::filter::types as types_v0_3;
 use bindings_v0_1::event_collector::filter::types as types_v0_1;
+use bindings_v0_2::event_collector::filter::types as types_v0_2;
 
 /// At most this many guest log lines per call; the rest are counted.
 const MAX_LOG_LINES_PER_CALL: u32 = 32;
@@ -142,6 +154,8 @@ pub struct CompState {
     table: ResourceTable,
     limiter: Limiter,
     log: GuestLog,
+    /// The event of the `process` call in progress (contract 0.3), for `host.event`.
+    current: Lent,
 }
 
 impl WasiView for CompState {
@@ -153,35 +167,35 @@ impl WasiView for CompState {
     }
 }
 
-impl bindings::event_collector::filter::types::Host for CompState {}
+/// The `host` interface (`log`, and `event` from 0.3), in each contract version.
+macro_rules! host_impl {
+    ($types:ident, $host:path $(, $event:item)?) => {
+        impl $types::Host for CompState {}
 
-impl bindings::event_collector::filter::host::Host for CompState {
-    fn log(&mut self, level: Level, message: String) {
-        let l = match level {
-            Level::Trace => 0,
-            Level::Debug => 1,
-            Level::Info => 2,
-            Level::Warn => 3,
-            Level::Error => 4,
-        };
-        self.log.log(l, &message);
-    }
+        impl $host for CompState {
+            fn log(&mut self, level: $types::Level, message: String) {
+                let l = match level {
+                    $types::Level::Trace => 0,
+                    $types::Level::Debug => 1,
+                    $types::Level::Info => 2,
+                    $types::Level::Warn => 3,
+                    $types::Level::Error => 4,
+                };
+                self.log.log(l, &message);
+            }
+            $($event)?
+        }
+    };
 }
-
-impl types_v0_1::Host for CompState {}
-
-impl bindings_v0_1::event_collector::filter::host::Host for CompState {
-    fn log(&mut self, level: types_v0_1::Level, message: String) {
-        let l = match level {
-            types_v0_1::Level::Trace => 0,
-            types_v0_1::Level::Debug => 1,
-            types_v0_1::Level::Info => 2,
-            types_v0_1::Level::Warn => 3,
-            types_v0_1::Level::Error => 4,
-        };
-        self.log.log(l, &message);
+host_impl!(
+    types_v0_3,
+    bindings::event_collector::filter::host::Host,
+    fn event(&mut self) -> String {
+        self.current.json()
     }
-}
+);
+host_impl!(types_v0_2, bindings_v0_2::event_collector::filter::host::Host);
+host_impl!(types_v0_1, bindings_v0_1::event_collector::filter::host::Host);
 
 /// Store data of a core module instance.
 pub struct CoreState {
@@ -191,11 +205,12 @@ pub struct CoreState {
 }
 
 /// The component linker: WASI p2 (sync) and the contract's `host` interface,
-/// in both versions (0.2.0 and 0.1.0).
+/// in every version (0.3.0, 0.2.0 and 0.1.0).
 pub(crate) fn component_linker(engine: &Engine) -> wasmtime::Result<wasmtime::component::Linker<CompState>> {
     let mut l = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut l)?;
     bindings::EventFilter::add_to_linker::<CompState, HasSelf<CompState>>(&mut l, |s| s)?;
+    bindings_v0_2::EventFilter::add_to_linker::<CompState, HasSelf<CompState>>(&mut l, |s| s)?;
     bindings_v0_1::EventFilter::add_to_linker::<CompState, HasSelf<CompState>>(&mut l, |s| s)?;
     Ok(l)
 }
@@ -281,9 +296,13 @@ pub struct CoreInstance {
 /// A component's bindings, in the contract version it was built against,
 /// with its `event-fields` record (reused for every call).
 pub enum CompBindings {
-    V0_2 {
+    V0_3 {
         filter: bindings::EventFilter,
-        fields: EventFields,
+        fields: types_v0_3::EventFields,
+    },
+    V0_2 {
+        filter: bindings_v0_2::EventFilter,
+        fields: types_v0_2::EventFields,
     },
     V0_1 {
         filter: bindings_v0_1::EventFilter,
@@ -427,8 +446,8 @@ fn unpack(packed: i64) -> (usize, usize) {
 }
 
 /// The fields the host extracts for `process` (components only).
-pub fn event_fields(ev: &Event) -> EventFields {
-    let mut f = EventFields::empty();
+pub fn event_fields(ev: &Event) -> types_v0_3::EventFields {
+    let mut f = types_v0_3::EventFields::empty();
     f.fill(ev);
     f
 }
@@ -472,20 +491,31 @@ macro_rules! field_slots {
         }
     )*};
 }
-field_slots!(EventFields, types_v0_1::EventFields);
+field_slots!(
+    types_v0_3::EventFields,
+    types_v0_2::EventFields,
+    types_v0_1::EventFields
+);
 
-/// A component's edit, in the host's terms.
-fn from_wit(e: WitEdit) -> Edit {
-    match e {
-        WitEdit::SetLabel((k, v)) => Edit::SetLabel(k, v),
-        WitEdit::RemoveLabel(k) => Edit::RemoveLabel(k),
-        WitEdit::SetAnnotation((k, v)) => Edit::SetAnnotation(k, v),
-        WitEdit::RemoveAnnotation(k) => Edit::RemoveAnnotation(k),
-        WitEdit::SetExtra((k, v)) => Edit::SetExtra(k, ExtraValue::Text(v)),
-        WitEdit::RemoveExtra(k) => Edit::RemoveExtra(k),
-        WitEdit::SetMessage(m) => Edit::SetMessage(m),
-    }
+/// A component's edit, in the host's terms (0.2 and 0.3 share the variant).
+macro_rules! from_wit {
+    ($name:ident, $types:ident) => {
+        fn $name(e: $types::Edit) -> Edit {
+            use $types::Edit as W;
+            match e {
+                W::SetLabel((k, v)) => Edit::SetLabel(k, v),
+                W::RemoveLabel(k) => Edit::RemoveLabel(k),
+                W::SetAnnotation((k, v)) => Edit::SetAnnotation(k, v),
+                W::RemoveAnnotation(k) => Edit::RemoveAnnotation(k),
+                W::SetExtra((k, v)) => Edit::SetExtra(k, ExtraValue::Text(v)),
+                W::RemoveExtra(k) => Edit::RemoveExtra(k),
+                W::SetMessage(m) => Edit::SetMessage(m),
+            }
+        }
+    };
 }
+from_wit!(from_wit_v0_3, types_v0_3);
+from_wit!(from_wit_v0_2, types_v0_2);
 
 impl Instance {
     /// Instantiates `code`, runs `_initialize` (core) and `init(config)`.
@@ -499,6 +529,7 @@ impl Instance {
                     table: ResourceTable::new(),
                     limiter: Limiter::new(spec.memory_limit),
                     log: GuestLog::new(spec.filter.clone()),
+                    current: Lent::default(),
                 };
                 let mut store = Store::new(engine, state);
                 store.limiter(|s| &mut s.limiter);
@@ -512,25 +543,24 @@ impl Instance {
                     }
                     c
                 };
+                // The contract versions differ only in their generated types.
+                macro_rules! start {
+                    ($pre:expr, $variant:ident, $types:ident) => {{
+                        let filter = $pre
+                            .instantiate(&mut store)
+                            .map_err(|e| inst_fail(&store, e))?;
+                        store.data_mut().log.start_call();
+                        let r = filter
+                            .event_collector_filter_filter()
+                            .call_init(&mut store, config_json);
+                        let fields = $types::EventFields::empty();
+                        (CompBindings::$variant { filter, fields }, r)
+                    }};
+                }
                 let (bindings, r) = match pre {
-                    ComponentPre::V0_2(pre) => {
-                        let filter = pre.instantiate(&mut store).map_err(|e| inst_fail(&store, e))?;
-                        store.data_mut().log.start_call();
-                        let r = filter
-                            .event_collector_filter_filter()
-                            .call_init(&mut store, config_json);
-                        let fields = EventFields::empty();
-                        (CompBindings::V0_2 { filter, fields }, r)
-                    }
-                    ComponentPre::V0_1(pre) => {
-                        let filter = pre.instantiate(&mut store).map_err(|e| inst_fail(&store, e))?;
-                        store.data_mut().log.start_call();
-                        let r = filter
-                            .event_collector_filter_filter()
-                            .call_init(&mut store, config_json);
-                        let fields = types_v0_1::EventFields::empty();
-                        (CompBindings::V0_1 { filter, fields }, r)
-                    }
+                    ComponentPre::V0_3(pre) => start!(pre, V0_3, types_v0_3),
+                    ComponentPre::V0_2(pre) => start!(pre, V0_2, types_v0_2),
+                    ComponentPre::V0_1(pre) => start!(pre, V0_1, types_v0_1),
                 };
                 match r {
                     Ok(Ok(())) => {}
@@ -606,29 +636,54 @@ impl Instance {
         }
     }
 
-    /// Runs `process` on one event within `ticks` epoch ticks.
-    pub fn process(&mut self, event: &Event, json: &str, ticks: u64) -> Result<GuestOut, CallError> {
+    /// Runs `process` on one event within `ticks` epoch ticks. `json` is
+    /// serialized only if the guest needs it: always for core modules and
+    /// 0.1/0.2 components; for a 0.3 component only when it calls
+    /// `host.event` (the event is lent to the store for the call and is back
+    /// in `event` when this returns, also after a panic).
+    pub fn process(&mut self, event: &mut Event, json: &mut EventJson<'_>, ticks: u64) -> Result<GuestOut, CallError> {
         match self {
             Instance::Component { store, bindings } => {
                 store.set_epoch_deadline(ticks);
                 store.data_mut().log.start_call();
-                // The two contract versions differ only in their generated types.
+                // The 0.2 and 0.1 contracts differ only in their generated types.
                 macro_rules! call {
                     ($filter:expr, $fields:expr, $map:expr) => {{
                         let f = &mut *$fields;
                         f.fill(event);
+                        let j = json.get(event);
                         $filter
                             .event_collector_filter_filter()
-                            .call_process(&mut *store, f, json)
+                            .call_process(&mut *store, f, j)
                             .map(|r| r.map($map))
                     }};
                 }
                 let r = match bindings {
+                    CompBindings::V0_3 { filter, fields } => {
+                        fields.fill(event);
+                        store.data_mut().current.lend(event, json);
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            filter.event_collector_filter_filter().call_process(&mut *store, fields)
+                        }));
+                        store.data_mut().current.give_back(event, json);
+                        let r = r.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        r.map(|r| {
+                            r.map(|v| match v {
+                                types_v0_3::Verdict::Keep => GuestOut::Keep,
+                                types_v0_3::Verdict::Drop => GuestOut::Drop,
+                                types_v0_3::Verdict::Replace(s) => GuestOut::ReplaceJson(s),
+                                types_v0_3::Verdict::Edit(edits) => {
+                                    GuestOut::Edit(edits.into_iter().map(from_wit_v0_3).collect())
+                                }
+                            })
+                        })
+                    }
                     CompBindings::V0_2 { filter, fields } => call!(filter, fields, |v| match v {
-                        Verdict::Keep => GuestOut::Keep,
-                        Verdict::Drop => GuestOut::Drop,
-                        Verdict::Replace(s) => GuestOut::ReplaceJson(s),
-                        Verdict::Edit(edits) => GuestOut::Edit(edits.into_iter().map(from_wit).collect()),
+                        types_v0_2::Verdict::Keep => GuestOut::Keep,
+                        types_v0_2::Verdict::Drop => GuestOut::Drop,
+                        types_v0_2::Verdict::Replace(s) => GuestOut::ReplaceJson(s),
+                        types_v0_2::Verdict::Edit(edits) =>
+                            GuestOut::Edit(edits.into_iter().map(from_wit_v0_2).collect()),
                     }),
                     CompBindings::V0_1 { filter, fields } => call!(filter, fields, |v| match v {
                         types_v0_1::Verdict::Keep => GuestOut::Keep,
@@ -650,7 +705,7 @@ impl Instance {
             Instance::Core { store, inst } => {
                 store.set_epoch_deadline(ticks);
                 store.data_mut().log.start_call();
-                let r = core_process(store, inst, json.as_bytes());
+                let r = core_process(store, inst, json.get(event).as_bytes());
                 let denied = std::mem::take(&mut store.data_mut().limiter.denied);
                 match r {
                     Err(e) => Err(classify(e, denied, "process")),

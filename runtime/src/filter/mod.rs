@@ -26,6 +26,7 @@
 
 pub mod breaker;
 pub mod cache;
+pub mod current;
 pub mod edit;
 pub mod engine;
 pub mod host;

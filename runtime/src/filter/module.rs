@@ -11,7 +11,7 @@ use wasmtime::{Engine, ExternType, Module, ValType};
 
 use super::cache::{ArtifactCache, Lookup};
 use super::engine::EngineSet;
-use super::instance::{CompState, CoreState, bindings, bindings_v0_1};
+use super::instance::{CompState, CoreState, bindings, bindings_v0_1, bindings_v0_2};
 use crate::metrics::Metrics;
 
 /// Which ABI a module speaks.
@@ -60,16 +60,19 @@ pub struct CorePre {
 
 /// A linked component, with the bindings of the contract version it exports.
 pub enum ComponentPre {
+    /// `event-collector:filter/filter@0.3.x` (asks for the event JSON with `host.event`).
+    V0_3(bindings::EventFilterPre<CompState>),
     /// `event-collector:filter/filter@0.2.x` (has the `edit` verdict).
-    V0_2(bindings::EventFilterPre<CompState>),
+    V0_2(bindings_v0_2::EventFilterPre<CompState>),
     /// `event-collector:filter/filter@0.1.x`.
     V0_1(bindings_v0_1::EventFilterPre<CompState>),
 }
 
 impl ComponentPre {
-    /// The contract version, as `0.2` or `0.1`.
+    /// The contract version, as `0.3`, `0.2` or `0.1`.
     pub fn contract(&self) -> &'static str {
         match self {
+            ComponentPre::V0_3(_) => "0.3",
             ComponentPre::V0_2(_) => "0.2",
             ComponentPre::V0_1(_) => "0.1",
         }
@@ -80,16 +83,12 @@ impl ComponentPre {
 /// `filter` interface export), or None.
 pub fn component_contract(component: &Component, engine: &Engine) -> Option<&'static str> {
     let ty = component.component_type();
-    let mut found = None;
-    for (name, _) in ty.exports(engine) {
-        if name.starts_with("event-collector:filter/filter@0.2.") {
-            return Some("0.2");
-        }
-        if name.starts_with("event-collector:filter/filter@0.1.") {
-            found = Some("0.1");
-        }
-    }
-    found
+    ty.exports(engine).find_map(|(name, _)| {
+        ["0.3", "0.2", "0.1"].into_iter().find(|v| {
+            name.strip_prefix("event-collector:filter/filter@")
+                .is_some_and(|rest| rest.starts_with(&format!("{v}.")))
+        })
+    })
 }
 
 /// Compiled and linked code, ready to instantiate.
@@ -280,12 +279,15 @@ pub fn load(
                 .instantiate_pre(&c)
                 .map_err(|e| format!("cannot be linked: {e:#}"))?;
             let pre = match component_contract(&c, engine) {
-                Some("0.2") => bindings::EventFilterPre::new(pre).map(ComponentPre::V0_2),
+                Some("0.3") => bindings::EventFilterPre::new(pre).map(ComponentPre::V0_3),
+                Some("0.2") => bindings_v0_2::EventFilterPre::new(pre).map(ComponentPre::V0_2),
                 Some(_) => bindings_v0_1::EventFilterPre::new(pre).map(ComponentPre::V0_1),
                 None => Err(wasmtime::format_err!("no such export")),
             }
             .map_err(|e| {
-                format!("does not export the `event-collector:filter/filter@0.2.x` (or `@0.1.x`) interface: {e:#}")
+                format!(
+                    "does not export the `event-collector:filter/filter@0.3.x` (or `@0.2.x`, `@0.1.x`) interface: {e:#}"
+                )
             })?;
             Code::Component(pre)
         }

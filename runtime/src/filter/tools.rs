@@ -191,11 +191,11 @@ pub fn filter_test(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Te
         inherit_stdio: true,
     };
     for pass in 0..opts.repeat.max(1) {
-        for (line, ev, vector) in &cases {
+        for (line, ev, vector) in &mut cases {
             let t0 = Instant::now();
             let result = match vector.as_ref().and_then(|v| v.config.as_ref()) {
-                Some(cfg) => run_with_config(&opts.module, &fc, &spec(&fc), cfg, ev),
-                None => worker.call(id, ev, None),
+                Some(cfg) => run_with_config(&opts.module, &fc, &spec(&fc), cfg, &*ev),
+                None => worker.call(id, &mut *ev, None),
             };
             times.push(t0.elapsed());
             if pass > 0 {
@@ -218,11 +218,11 @@ pub fn filter_test(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Te
             )?;
             let changed = match &result {
                 StepResult::Replace(new) => Some(serde_json::to_value(new).unwrap_or_default()),
-                StepResult::Edit(edits) => Some(serde_json::to_value(edits.applied_to(ev)).unwrap_or_default()),
+                StepResult::Edit(edits) => Some(serde_json::to_value(edits.applied_to(&*ev)).unwrap_or_default()),
                 _ => None,
             };
             if let Some(after) = changed {
-                let before = serde_json::to_value(ev).unwrap_or_default();
+                let before = serde_json::to_value(&*ev).unwrap_or_default();
                 let d = vectors::diff(&before, &after);
                 if d.is_empty() {
                     writeln!(out, "    (no field changed)")?;
@@ -232,7 +232,7 @@ pub fn filter_test(opts: &TestOptions, out: &mut dyn Write) -> anyhow::Result<Te
                 }
             }
             if let Some(v) = vector {
-                match vectors::check(&v.expect, &result, ev) {
+                match vectors::check(&v.expect, &result, &*ev) {
                     Ok(()) => {
                         summary.vectors_passed += 1;
                         writeln!(out, "    PASS (expect {})", expect_name(&v.expect))?;
@@ -309,10 +309,11 @@ fn run_with_config(module: &Path, fc: &FilterConfig, spec: &InstanceSpec, config
             Ok(i) => i,
             Err(e) => return Ok(StepResult::Failed(e)),
         };
-        let json = serde_json::to_string(ev).unwrap_or_default();
+        let mut ev = ev.clone();
+        let mut json = super::current::EventJson::new(None, Vec::new());
         // No epoch ticker here: a generous deadline that never fires.
-        Ok(match inst.process(ev, &json, super::engine::NO_DEADLINE) {
-            Ok(out) => super::host::interpret(out, ev),
+        Ok(match inst.process(&mut ev, &mut json, super::engine::NO_DEADLINE) {
+            Ok(out) => super::host::interpret(out, &ev),
             Err(e) => StepResult::Failed(e),
         })
     };
@@ -460,7 +461,7 @@ pub fn filter_check(module: &Path, config: Option<&Path>, out: &mut dyn Write) -
                 None => {
                     writeln!(
                         out,
-                        "contract: none (no `event-collector:filter/filter@0.2.x` or `@0.1.x` export)"
+                        "contract: none (no `event-collector:filter/filter@0.3.x`, `@0.2.x` or `@0.1.x` export)"
                     )?;
                     problems.push("it does not export the filter interface".to_string());
                 }

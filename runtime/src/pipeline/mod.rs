@@ -287,6 +287,15 @@ pub fn into_record(ev: Event) -> Record {
     Record::new(record_fields_from(ev), json)
 }
 
+/// [`into_record`] with the event's JSON when it is already serialized
+/// (`json` must be this event's; it is copied at its exact size).
+pub fn record_with(ev: Event, json: Option<&[u8]>) -> Record {
+    match json {
+        Some(j) => Record::new(record_fields_from(ev), j.to_vec()),
+        None => into_record(ev),
+    }
+}
+
 /// Serializes an event once into the record every exporter shares.
 pub fn to_record(ev: &Event) -> Record {
     Record::new(record_fields(ev), serialize(ev))

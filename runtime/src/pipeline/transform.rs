@@ -26,7 +26,7 @@ use std::sync::Arc;
 use event_collector_exporters::{Delivered, Record};
 
 use super::reconfigure::{DispatchSwitch, Switch};
-use super::{Queued, dead_letter_json, into_record, to_record};
+use super::{Queued, dead_letter_json, into_record, record_with, to_record};
 use crate::ack::Pending;
 use crate::event::Event;
 use crate::filter::{ChainOutcome, FilterHost, FilterId, FilterWorker};
@@ -245,14 +245,20 @@ impl Transform {
     }
 
     fn filtered(&mut self, event: Event, taken: &[u32]) {
-        let base = Arc::new(to_record(&event));
+        // The unchanged event's record, serialized when a route first needs
+        // it: a chain whose filters read only the extracted fields (contract
+        // 0.3) and drops the event never has it serialized at all.
+        let mut base: Option<Arc<Record>> = None;
         self.memo.clear();
         let mut kept = false;
         let mut event = Some(event);
         for (k, &r) in taken.iter().enumerate() {
             let r = r as usize;
             let output = if self.chains.filters[r].is_empty() {
-                Some(base.clone())
+                // Only the last route's chain takes the event, so it is still here.
+                event
+                    .as_ref()
+                    .map(|ev| base.get_or_insert_with(|| Arc::new(to_record(ev))).clone())
             } else if let Some((_, out)) = self
                 .memo
                 .iter()
@@ -266,7 +272,7 @@ impl Transform {
                 } else {
                     event.clone()
                 };
-                let out = ev.and_then(|ev| self.run_chain(r, ev, &base));
+                let out = ev.and_then(|ev| self.run_chain(r, ev, &mut base));
                 self.memo.push((r, out.clone()));
                 out
             };
@@ -284,11 +290,16 @@ impl Transform {
     }
 
     /// Runs route `r`'s chain; the record to send, or None when it dropped the event.
-    fn run_chain(&mut self, r: usize, event: Event, base: &Arc<Record>) -> Option<Arc<Record>> {
+    fn run_chain(&mut self, r: usize, event: Event, base: &mut Option<Arc<Record>>) -> Option<Arc<Record>> {
         let worker = self.worker.as_mut()?;
-        match worker.run_chain(&self.chains.filters[r], event, Some(&base.json)) {
-            ChainOutcome::Keep { replaced: false, .. } => Some(base.clone()),
-            ChainOutcome::Keep { event, replaced: true } => Some(Arc::new(into_record(event))),
+        let json = base.as_ref().map(|b| &b.json[..]);
+        match worker.run_chain(&self.chains.filters[r], event, json) {
+            // Serialized at most once: reuse what a filter had serialized.
+            ChainOutcome::Keep { event, replaced: false } => {
+                let json = worker.serialized();
+                Some(base.get_or_insert_with(|| Arc::new(record_with(event, json))).clone())
+            }
+            ChainOutcome::Keep { event, replaced: true } => Some(Arc::new(record_with(event, worker.serialized()))),
             ChainOutcome::Drop { .. } => None,
             ChainOutcome::DeadLetter {
                 event,

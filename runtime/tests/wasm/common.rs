@@ -19,11 +19,20 @@ pub fn workspace() -> PathBuf {
 
 static GUEST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static GUEST_V0_1: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static GUEST_V0_2: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
-/// The test guest component (`runtime/tests/wasm/guest`, contract 0.2.0), built on first use.
+/// The test guest component (`runtime/tests/wasm/guest`, contract 0.3.0), built on first use.
 pub fn guest_component() -> PathBuf {
     GUEST
         .get_or_init(|| build_guest(None))
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The same test guest built against the 0.2.0 contract (`--features contract-0-2`).
+pub fn guest_component_v0_2() -> PathBuf {
+    GUEST_V0_2
+        .get_or_init(|| build_guest(Some("contract-0-2")))
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -6,19 +6,28 @@
 //! uid), Error (returns an error), Open (reads `path` from the config),
 //! Env (reads `var` from the config), Log (logs through the host), Drop, Enrich,
 //! Count, Edit (the Enrich changes as an edit verdict, and more), BadEditJson and
-//! BadEditKey (an invalid edit list). Anything else: `mode` from the config
-//! ("keep" by default). Built with the `contract-0-1` feature it targets the
-//! 0.1.0 contract, which has no edit verdict: the Edit reasons then keep.
+//! BadEditKey (an invalid edit list), Peek (reads the event JSON twice and
+//! copies `labels.team` into `extra.saw_team` with an edit). Anything else:
+//! `mode` from the config ("keep" by default). It targets contract 0.3.0 (the
+//! event JSON only on request, through `host.event`); built with the
+//! `contract-0-2` feature it targets 0.2.0 (the JSON with every call), with
+//! `contract-0-1` the 0.1.0 contract, which has no edit verdict: the Edit and
+//! Peek reasons then keep.
 
 use std::cell::{Cell, RefCell};
 
 use serde_json::{Value, json};
 
-// The current contract (0.2.0); with the `contract-0-1` feature, the 0.1.0
-// contract (no edit verdict), to prove the host still runs such components.
-#[cfg(not(feature = "contract-0-1"))]
+// The current contract (0.3.0); with a `contract-0-*` feature an older one,
+// to prove the host still runs such components.
+#[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
 wit_bindgen::generate!({
     path: "../../../../guest-sdk/wit",
+    world: "event-filter",
+});
+#[cfg(feature = "contract-0-2")]
+wit_bindgen::generate!({
+    path: "../../../../guest-sdk/wit/compat/0.2.0",
     world: "event-filter",
 });
 #[cfg(feature = "contract-0-1")]
@@ -40,8 +49,11 @@ fn config_str(key: &str) -> Option<String> {
     CONFIG.with(|c| c.borrow().get(key).and_then(|v| v.as_str()).map(str::to_string))
 }
 
-fn enrich(event: &str, fields: &EventFields) -> Result<Verdict, String> {
-    let mut v: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+/// The event's JSON, fetched when a reason needs it.
+type Json<'a> = &'a dyn Fn() -> String;
+
+fn enrich(event: Json, fields: &EventFields) -> Result<Verdict, String> {
+    let mut v: Value = serde_json::from_str(&event()).map_err(|e| e.to_string())?;
     let team = match fields.namespace.as_str() {
         "payments" | "billing" => "money",
         "" => "cluster",
@@ -93,17 +105,31 @@ fn bad_edit(what: &str) -> Result<Verdict, String> {
     Ok(Verdict::Edit(vec![Edit::SetLabel(("team".into(), "x".into())), bad]))
 }
 
-fn count(event: &str) -> Result<Verdict, String> {
+/// Reads the JSON twice (the host must give the same text) and copies
+/// `labels.team` (set by an earlier filter in the chain) into `extra.saw_team`.
+#[cfg(not(feature = "contract-0-1"))]
+fn peek(event: Json) -> Result<Verdict, String> {
+    use event_collector::filter::types::Edit;
+    let (first, second) = (event(), event());
+    if first != second {
+        return Err("host.event changed between two requests".into());
+    }
+    let v: Value = serde_json::from_str(&first).map_err(|e| e.to_string())?;
+    let team = v["labels"]["team"].as_str().unwrap_or("(none)");
+    Ok(Verdict::Edit(vec![Edit::SetExtra(("saw_team".into(), format!("{team:?}")))]))
+}
+
+fn count(event: Json) -> Result<Verdict, String> {
     let n = COUNT.with(|c| {
         c.set(c.get() + 1);
         c.get()
     });
-    let mut v: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+    let mut v: Value = serde_json::from_str(&event()).map_err(|e| e.to_string())?;
     v["extra"] = json!({ "count": n });
     Ok(Verdict::Replace(v.to_string()))
 }
 
-fn act(what: &str, fields: &EventFields, event: &str) -> Result<Verdict, String> {
+fn act(what: &str, fields: &EventFields, event: Json) -> Result<Verdict, String> {
     match what {
         "Loop" => loop {
             std::hint::black_box(());
@@ -120,7 +146,7 @@ fn act(what: &str, fields: &EventFields, event: &str) -> Result<Verdict, String>
         "Garbage" => Ok(Verdict::Replace("this is not json".into())),
         "Invalid" => Ok(Verdict::Replace(r#"{"not":"an event"}"#.into())),
         "ChangeUid" => {
-            let mut v: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+            let mut v: Value = serde_json::from_str(&event()).map_err(|e| e.to_string())?;
             v["uid"] = json!("another-uid");
             Ok(Verdict::Replace(v.to_string()))
         }
@@ -136,7 +162,7 @@ fn act(what: &str, fields: &EventFields, event: &str) -> Result<Verdict, String>
             let var = config_str("var").unwrap_or_else(|| "HOME".into());
             match std::env::var(&var) {
                 Ok(val) => {
-                    let mut v: Value = serde_json::from_str(event).map_err(|e| e.to_string())?;
+                    let mut v: Value = serde_json::from_str(&event()).map_err(|e| e.to_string())?;
                     v["extra"] = json!({ "env": val });
                     Ok(Verdict::Replace(v.to_string()))
                 }
@@ -154,6 +180,8 @@ fn act(what: &str, fields: &EventFields, event: &str) -> Result<Verdict, String>
         "Edit" | "edit" => edit(fields),
         #[cfg(not(feature = "contract-0-1"))]
         "BadEditJson" | "BadEditKey" => bad_edit(what),
+        #[cfg(not(feature = "contract-0-1"))]
+        "Peek" | "peek" => peek(event),
         _ => Ok(Verdict::Keep),
     }
 }
@@ -170,14 +198,23 @@ impl Guest for TestGuest {
         Ok(())
     }
 
+    #[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
+    fn process(fields: EventFields) -> Result<Verdict, String> {
+        act(&what(&fields), &fields, &event_collector::filter::host::event)
+    }
+
+    #[cfg(any(feature = "contract-0-1", feature = "contract-0-2"))]
     fn process(fields: EventFields, event: String) -> Result<Verdict, String> {
-        let mode = config_str("mode").unwrap_or_else(|| "keep".into());
-        let what = match fields.reason.as_str() {
-            r @ ("Loop" | "Bomb" | "Trap" | "Garbage" | "Invalid" | "ChangeUid" | "Error" | "Open" | "Env" | "Log"
-            | "Drop" | "Enrich" | "Count" | "Edit" | "BadEditJson" | "BadEditKey") => r.to_string(),
-            _ => mode,
-        };
-        act(&what, &fields, &event)
+        act(&what(&fields), &fields, &|| event.clone())
+    }
+}
+
+/// What to do: the reason when it names a behaviour, else `mode`.
+fn what(fields: &EventFields) -> String {
+    match fields.reason.as_str() {
+        r @ ("Loop" | "Bomb" | "Trap" | "Garbage" | "Invalid" | "ChangeUid" | "Error" | "Open" | "Env" | "Log"
+        | "Drop" | "Enrich" | "Count" | "Edit" | "BadEditJson" | "BadEditKey" | "Peek") => r.to_string(),
+        _ => config_str("mode").unwrap_or_else(|| "keep".into()),
     }
 }
 
