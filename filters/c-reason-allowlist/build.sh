@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 . ../env.sh
 need clang wasm-ld wit-bindgen wasm-tools
 mkdir -p build
-out=$(wit-bindgen c ../../guest-sdk/wit --world event-filter --out-dir build 2>&1) || { echo "$out" >&2; exit 1; }
+out=$(wit-bindgen c ../../guest-sdk/wit/compat/0.2.0 --world event-filter --out-dir build 2>&1) || { echo "$out" >&2; exit 1; }
 # Debian's wasi-libc lives in /usr/{include,lib}/wasm32-wasi: --sysroot=/usr.
 # -nostartfiles/--no-entry: no crt1, no _start/_initialize; the C code has no
 # constructors, and wasi-libc's malloc needs no initialization.

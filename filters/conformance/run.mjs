@@ -207,13 +207,28 @@ async function loadComponent(file, bytes) {
     return cores.get(name);
   };
   const name = path.basename(file);
-  return {
+  const mod = {
     kind: 'component',
+    version: undefined, // the contract version of the component's filter export, known once instantiated
+    eventCalls: 0, // process calls that asked for the event JSON (host.event, contract 0.3.0)
     async instantiate() {
       const imports = new WASIShim({ sandbox: { preopens: {}, env: {}, args: [name], enableNetwork: false } }).getImportObject();
-      imports['event-collector:filter/host'] = { log: (level, msg) => hostLog(name, level, msg) };
+      // host.event (0.3.0): the event of the running process call, "" outside one.
+      let current = '';
+      let asked = false;
+      const event = () => {
+        asked = true;
+        return current;
+      };
+      imports['event-collector:filter/host'] = { log: (level, msg) => hostLog(name, level, msg), event };
       const inst = await instantiate(getCoreModule, imports);
-      const f = inst.filter ?? inst['event-collector:filter/filter@0.2.0'] ?? inst['event-collector:filter/filter@0.1.0'];
+      const key = Object.keys(inst).find((k) => k.startsWith('event-collector:filter/filter@'));
+      const version = key ? key.slice(key.indexOf('@') + 1) : undefined;
+      const f = inst.filter ?? inst[key];
+      if (!f || !version) throw new Error(`${name}: no event-collector:filter/filter export`);
+      mod.version = version;
+      // Before 0.3.0 the JSON is process's second parameter; from 0.3.0 the guest asks for it.
+      const withJson = /^0\.[0-2]\./.test(version);
       const call = (fn) => {
         try {
           return { ok: fn() };
@@ -228,7 +243,15 @@ async function loadComponent(file, bytes) {
           return r.err !== undefined || r.trap !== undefined ? r : { ok: true };
         },
         process: (ev, json) => {
-          const r = call(() => f.process(eventFields(ev), json));
+          let r;
+          if (withJson) r = call(() => f.process(eventFields(ev), json));
+          else {
+            current = json;
+            asked = false;
+            r = call(() => f.process(eventFields(ev)));
+            current = '';
+            if (asked) mod.eventCalls++;
+          }
           if (r.err !== undefined || r.trap !== undefined) return r;
           const v = r.ok;
           if (v?.tag === 'keep') return { verdict: 'keep' };
@@ -241,6 +264,7 @@ async function loadComponent(file, bytes) {
       };
     },
   };
+  return mod;
 }
 
 async function loadCore(file, bytes) {
@@ -481,7 +505,10 @@ async function testModule(moduleFile, vectorFiles, defaultConfig) {
   }
   const c = stats.calls.sort((a, b) => a - b);
   const med = c.length ? c[Math.floor(c.length / 2)] : 0;
-  console.log(`${path.basename(moduleFile)} (${mod.kind}, load ${loadMs} ms, median process ${med.toFixed(1)} µs in Node): ${passed} passed, ${failed} failed`);
+  const kind = mod.version ? `${mod.kind} ${mod.version}` : mod.kind;
+  // Contract 0.3.0: how many calls paid for the event JSON (a filter deciding from the fields: none).
+  const asked = mod.version && !/^0\.[0-2]\./.test(mod.version) ? `, host.event in ${mod.eventCalls} of ${c.length} calls` : '';
+  console.log(`${path.basename(moduleFile)} (${kind}${asked}, load ${loadMs} ms, median process ${med.toFixed(1)} µs in Node): ${passed} passed, ${failed} failed`);
   return { passed, failed };
 }
 

@@ -12,4 +12,4 @@ cd "$(dirname "$0")"
 need componentize-js
 disable=(http fetch-event)
 [ "${EC_MINIMAL_WASI:-0}" = 1 ] && disable+=(stdio random clocks)
-componentize-js filter.js -w ../../guest-sdk/wit -n event-filter -d "${disable[@]}" -o js-drop-noisy.wasm >/dev/null
+componentize-js filter.js -w ../../guest-sdk/wit/compat/0.2.0 -n event-filter -d "${disable[@]}" -o js-drop-noisy.wasm >/dev/null

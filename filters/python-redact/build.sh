@@ -13,4 +13,4 @@ stub=()
 [ "${EC_MINIMAL_WASI:-0}" = 1 ] && stub=(--stub-wasi)
 # The app's own folder only, not the build venv's site-packages.
 unset VIRTUAL_ENV
-componentize-py -q -d ../../guest-sdk/wit -w event-filter componentize app -p . "${stub[@]}" -o python-redact.wasm
+componentize-py -q -d ../../guest-sdk/wit/compat/0.2.0 -w event-filter componentize app -p . "${stub[@]}" -o python-redact.wasm

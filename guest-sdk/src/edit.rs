@@ -1,4 +1,4 @@
-//! The `edit` verdict (contract 0.2.0): say only what changes.
+//! The `edit` verdict (since contract 0.2.0): say only what changes.
 //!
 //! An enricher that adds a label or an `extra` field does not need to parse
 //! the event and send all of it back ([`Verdict::Replace`]): it answers a
@@ -159,7 +159,9 @@ impl From<Edits> for Vec<Edit> {
 /// text does not occur in the JSON the answer is `None` at once; otherwise
 /// only `labels` is read (every other field is skipped, nothing is
 /// allocated for it). For an enricher that must not overwrite a label the
-/// event already carries.
+/// event already carries. In `process`, call it as
+/// [`EventJson::label`](crate::EventJson::label), which fetches the JSON
+/// from the host first.
 pub fn label(event: &str, key: &str) -> Result<Option<String>, String> {
     // A key with characters JSON escapes may be written differently; so may
     // any key when the JSON uses \u escapes. Only then is the scan unsafe.

@@ -98,7 +98,8 @@ pub struct Event {
 }
 
 impl Event {
-    /// Parses the event JSON the host passes to `process`.
+    /// Parses normalized event JSON (what [`EventJson::get`](crate::EventJson::get) returns;
+    /// [`EventJson::parse`](crate::EventJson::parse) does both).
     pub fn parse(json: &str) -> Result<Event, String> {
         serde_json::from_str(json).map_err(|e| format!("not a normalized event: {e}"))
     }

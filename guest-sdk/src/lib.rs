@@ -2,9 +2,12 @@
 //!
 //! Write event-collector filter and enricher modules in Rust. A module is a
 //! WebAssembly component (target `wasm32-wasip2`) for the world
-//! `event-collector:filter/event-filter@0.2.0` (`wit/filter.wit`, shipped in
+//! `event-collector:filter/event-filter@0.3.0` (`wit/filter.wit`, shipped in
 //! this crate). The host calls `init(config)` once per instance and then
-//! `process(fields, event)` for every event; the module answers
+//! `process(fields)` for every event; your `process` gets the extracted
+//! [`EventFields`] and an [`EventJson`] handle that fetches the whole event
+//! from the host only if you call it (a filter that decides from the fields
+//! never pays for the JSON). The module answers
 //! [`Verdict::Keep`], [`Verdict::Drop`], [`Verdict::Edit`] (a few changes,
 //! built with [`Edits`]) or [`Verdict::Replace`] (a whole new event).
 //!
@@ -16,8 +19,8 @@
 //! use event_collector_guest::prelude::*;
 //!
 //! #[filter]
-//! fn process(fields: &EventFields, _event: &str) -> Result<Verdict, String> {
-//!     Ok(if fields.event_type == "Warning" { Verdict::Keep } else { Verdict::Drop })
+//! fn process(fields: &EventFields, _event: &EventJson) -> Result<Verdict, String> {
+//!     Ok(Verdict::keep_if(fields.event_type == "Warning"))
 //! }
 //! ```
 //!
@@ -31,7 +34,7 @@
 //!
 //! impl Filter for AddOrigin {
 //!     fn init(config: &str) -> Result<Self, String> { config::parse(config) }
-//!     fn process(&mut self, fields: &EventFields, _event: &str) -> Result<Verdict, String> {
+//!     fn process(&mut self, fields: &EventFields, _event: &EventJson) -> Result<Verdict, String> {
 //!         // Say only what changes: no parsing, no serializing.
 //!         Ok(Edits::new()
 //!             .label("origin", self.label.as_str())
@@ -42,15 +45,19 @@
 //! export_filter!(AddOrigin);
 //! ```
 //!
-//! When a filter needs the whole event, [`Event::parse`] gives it typed, and
-//! [`Verdict::Replace`] sends a changed copy back (the host parses and checks
-//! it again: several times the cost of an edit).
+//! When a filter needs more than the fields, [`EventJson::label`] reads one
+//! label, [`EventJson::parse`] gives the whole event typed and
+//! [`EventJson::get`] the JSON text; the first of them asks the host for the
+//! JSON (serialized and copied for this call only). [`Verdict::Replace`]
+//! sends a changed copy back (the host parses and checks it again: several
+//! times the cost of an edit).
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` and a
 //! `crate-type = ["cdylib"]` library: the `.wasm` is the component.
 
 pub mod edit;
 pub mod event;
+pub mod json;
 pub mod log;
 
 #[doc(hidden)]
@@ -67,6 +74,7 @@ pub mod bindings {
 pub use edit::{Edit, Edits};
 pub use event::{Event, ObjectRef, SCHEMA_VERSION};
 pub use event_collector_guest_macros::filter;
+pub use json::EventJson;
 pub use log::Level;
 
 /// What the host extracted from the event, so a filter can decide without
@@ -93,8 +101,8 @@ pub enum Verdict {
     /// Like `Replace`, with JSON the filter produced itself (it must be a
     /// normalized event).
     ReplaceJson(String),
-    /// Pass the event on with these changes, applied in order (contract
-    /// 0.2.0). Build the list with [`Edits`]. Much cheaper than `Replace`
+    /// Pass the event on with these changes, applied in order (since
+    /// contract 0.2.0). Build the list with [`Edits`]. Much cheaper than `Replace`
     /// for an enricher: the event is neither parsed nor sent back. One
     /// invalid edit (an empty key) fails the call and none is applied.
     Edit(Vec<Edit>),
@@ -130,10 +138,10 @@ pub trait Filter: Sized + 'static {
     /// the module. [`config::parse`] deserializes it into your own type.
     fn init(config: &str) -> Result<Self, String>;
 
-    /// Decides about one event. `fields` needs no parsing; `event` is the full
-    /// normalized event JSON, for [`Event::parse`] (or [`edit::label`]) when
-    /// you need more.
-    fn process(&mut self, fields: &EventFields, event: &str) -> Result<Verdict, String>;
+    /// Decides about one event. `fields` needs no parsing; `event` fetches
+    /// the full normalized event JSON from the host only when you use it
+    /// ([`EventJson::get`], [`EventJson::parse`], [`EventJson::label`]).
+    fn process(&mut self, fields: &EventFields, event: &EventJson) -> Result<Verdict, String>;
 }
 
 /// Helpers for the `config` JSON handed to [`Filter::init`].
@@ -153,7 +161,7 @@ pub mod prelude {
     pub use crate::config;
     pub use crate::edit;
     pub use crate::log;
-    pub use crate::{Edit, Edits, Event, EventFields, Filter, ObjectRef, Verdict, export_filter, filter};
+    pub use crate::{Edit, Edits, Event, EventFields, EventJson, Filter, ObjectRef, Verdict, export_filter, filter};
 }
 
 /// Exports a type implementing [`Filter`] as this component's `filter`
@@ -173,9 +181,8 @@ macro_rules! export_filter {
                 }
                 fn process(
                     fields: $crate::EventFields,
-                    event: ::std::string::String,
                 ) -> ::core::result::Result<$crate::__private::WitVerdict, ::std::string::String> {
-                    $crate::__private::process::<$ty>(&STATE, &fields, &event)
+                    $crate::__private::process::<$ty>(&STATE, &fields)
                 }
             }
     $crate::bindings::__export_event_filter!(Export with_types_in $crate::bindings);
@@ -183,7 +190,7 @@ macro_rules! export_filter {
     };
 }
 
-/// Exports a free function `fn(&EventFields, &str) -> Result<Verdict, String>`
+/// Exports a free function `fn(&EventFields, &EventJson) -> Result<Verdict, String>`
 /// as `process` (what `#[filter]` expands to). `init` accepts any config.
 #[macro_export]
 macro_rules! export_filter_fn {
@@ -197,9 +204,8 @@ macro_rules! export_filter_fn {
                 }
                 fn process(
                     fields: $crate::EventFields,
-                    event: ::std::string::String,
                 ) -> ::core::result::Result<$crate::__private::WitVerdict, ::std::string::String> {
-                    $crate::__private::process_fn($f, &fields, &event)
+                    $crate::__private::process_fn($f, &fields)
                 }
             }
     $crate::bindings::__export_event_filter!(Export with_types_in $crate::bindings);
@@ -212,7 +218,7 @@ pub mod __private {
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
-    use crate::{EventFields, Filter, Verdict};
+    use crate::{EventFields, EventJson, Filter, Verdict};
 
     pub use crate::bindings::event_collector::filter::types::Verdict as WitVerdict;
 
@@ -225,11 +231,7 @@ pub mod __private {
         Ok(())
     }
 
-    pub fn process<F: Filter>(
-        state: &'static State<F>,
-        fields: &EventFields,
-        event: &str,
-    ) -> Result<WitVerdict, String> {
+    pub fn process<F: Filter>(state: &'static State<F>, fields: &EventFields) -> Result<WitVerdict, String> {
         state.with(|s| {
             let mut slot = s.borrow_mut();
             if slot.is_none() {
@@ -239,16 +241,15 @@ pub mod __private {
                     Some(F::init("{}").map_err(|e| format!("process before init, and init(\"{{}}\") failed: {e}"))?);
             }
             let filter = slot.as_mut().expect("initialized above");
-            filter.process(fields, event).map(Verdict::into_wit)
+            filter.process(fields, &EventJson::from_host()).map(Verdict::into_wit)
         })
     }
 
     pub fn process_fn(
-        f: fn(&EventFields, &str) -> Result<Verdict, String>,
+        f: fn(&EventFields, &EventJson) -> Result<Verdict, String>,
         fields: &EventFields,
-        event: &str,
     ) -> Result<WitVerdict, String> {
-        f(fields, event).map(Verdict::into_wit)
+        f(fields, &EventJson::from_host()).map(Verdict::into_wit)
     }
 
     /// Sends the panic message to the host log before the trap, so the

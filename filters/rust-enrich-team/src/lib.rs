@@ -31,12 +31,21 @@ struct Config {
     /// Replaces the built-in list of Warning reasons that are "high".
     #[serde(default)]
     high_reasons: Option<BTreeSet<String>>,
+    /// A team label the event already carries wins (the default). False:
+    /// always set it, so the filter never asks the host for the event JSON.
+    #[serde(default = "yes")]
+    keep_existing_team: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 struct EnrichTeam {
     teams: BTreeMap<String, String>,
     default_team: Option<String>,
     high_reasons: BTreeSet<String>,
+    keep_existing_team: bool,
 }
 
 impl EnrichTeam {
@@ -61,18 +70,20 @@ impl Filter for EnrichTeam {
             teams: c.teams,
             default_team: c.default_team,
             high_reasons,
+            keep_existing_team: c.keep_existing_team,
         })
     }
 
-    fn process(&mut self, fields: &EventFields, event: &str) -> Result<Verdict, String> {
+    fn process(&mut self, fields: &EventFields, event: &EventJson) -> Result<Verdict, String> {
         // An edit verdict: the event is neither parsed into an `Event` nor
         // sent back whole; the host applies the two changes itself.
         let mut edits = Edits::new();
         let team = self.teams.get(&fields.namespace).or(self.default_team.as_ref());
-        // A team label the event already carries wins (looked up without
-        // parsing the event unless its text contains "team").
+        // A team label the event already carries wins: only then is the
+        // event's JSON asked for (once there is a team to set), and only its
+        // `labels` read, when its text contains "team".
         if let Some(team) = team
-            && edit::label(event, "team")?.is_none()
+            && (!self.keep_existing_team || event.label("team")?.is_none())
         {
             edits = edits.label("team", team.as_str());
         }

@@ -4,8 +4,8 @@
 //! use event_collector_guest::prelude::*;
 //!
 //! #[filter]
-//! fn process(fields: &EventFields, event: &str) -> Result<Verdict, String> {
-//!     Ok(if fields.event_type == "Warning" { Verdict::Keep } else { Verdict::Drop })
+//! fn process(fields: &EventFields, _event: &EventJson) -> Result<Verdict, String> {
+//!     Ok(Verdict::keep_if(fields.event_type == "Warning"))
 //! }
 //! ```
 //!
@@ -15,8 +15,9 @@
 
 use proc_macro::{Delimiter, Group, Ident, Punct, Spacing, Span, TokenStream, TokenTree};
 
-/// Exports a free function `fn NAME(&EventFields, &str) -> Result<Verdict, String>`
-/// as the module's `process`. `init` accepts any config. For a filter that reads
+/// Exports a free function `fn NAME(&EventFields, &EventJson) -> Result<Verdict, String>`
+/// as the module's `process` (the `EventJson` fetches the event's JSON from
+/// the host only when called). `init` accepts any config. For a filter that reads
 /// its config or keeps state, implement `event_collector_guest::Filter` instead.
 #[proc_macro_attribute]
 pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -27,7 +28,7 @@ pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
         Some(n) => n,
         None => {
             return compile_error(
-                "#[filter] goes on a function: fn process(fields: &EventFields, event: &str) -> Result<Verdict, String>",
+                "#[filter] goes on a function: fn process(fields: &EventFields, event: &EventJson) -> Result<Verdict, String>",
             );
         }
     };
