@@ -136,6 +136,31 @@ fn host_event_is_the_event_after_the_earlier_filters() {
     assert_eq!(ev, input);
 }
 
+/// `set-label-if-absent` (0.3.0) sets a label only where the event (as the
+/// earlier edits left it) has none: no JSON needed to respect one.
+#[test]
+fn a_label_if_absent_respects_the_label_the_event_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let filters = [
+        guest(dir.path(), "edit", "edit", false),
+        guest(dir.path(), "default", "default", false),
+    ];
+    let (host, _) = host(&filters, &dir.path().join("cache"));
+    let mut w = host.worker();
+    let input = event("d-1", "BackOff");
+    assert!(!input.labels.contains_key("team"));
+    let (ev, _) = keep_event(w.run_chain(&one(&host, "default"), input.clone(), None));
+    assert_eq!(
+        (ev.labels["team"].as_str(), ev.labels["owner"].as_str()),
+        ("default", "test-guest")
+    );
+    assert_eq!(ev.labels["app"], "web");
+    let (ev, _) = keep_event(w.run_chain(&host.chain(&["edit", "default"]).unwrap(), input, None));
+    assert_eq!(ev.labels["team"], "money", "the label set before wins");
+    assert_eq!(ev.labels["owner"], "test-guest");
+    assert_eq!(w.serialized(), None);
+}
+
 /// A fault while the event is lent to the instance (a trap, a timeout)
 /// still gives the event back: on_error sees the real event.
 #[test]

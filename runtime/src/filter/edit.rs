@@ -1,4 +1,4 @@
-//! The `edit` verdict (contract 0.2.0): a guest's list of changes to the
+//! The `edit` verdict (contract 0.2.0; `set-label-if-absent` since 0.3.0): a guest's list of changes to the
 //! event, checked as a whole ([`Edits::check`]) and then applied in order to
 //! the event the chain owns ([`Edits::apply`]), so an enricher sends back a
 //! few fields instead of the whole event.
@@ -24,6 +24,8 @@ pub enum ExtraValue {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
     SetLabel(String, String),
+    /// A default: set only when the event has no such label.
+    SetLabelIfAbsent(String, String),
     RemoveLabel(String),
     SetAnnotation(String, String),
     RemoveAnnotation(String),
@@ -38,6 +40,7 @@ impl Edit {
     pub fn name(&self) -> &'static str {
         match self {
             Edit::SetLabel(..) => "set-label",
+            Edit::SetLabelIfAbsent(..) => "set-label-if-absent",
             Edit::RemoveLabel(_) => "remove-label",
             Edit::SetAnnotation(..) => "set-annotation",
             Edit::RemoveAnnotation(_) => "remove-annotation",
@@ -50,6 +53,7 @@ impl Edit {
     fn key(&self) -> Option<&str> {
         match self {
             Edit::SetLabel(k, _)
+            | Edit::SetLabelIfAbsent(k, _)
             | Edit::RemoveLabel(k)
             | Edit::SetAnnotation(k, _)
             | Edit::RemoveAnnotation(k)
@@ -114,6 +118,9 @@ impl Edits {
             match e {
                 Edit::SetLabel(k, v) => {
                     ev.labels.insert(k, v);
+                }
+                Edit::SetLabelIfAbsent(k, v) => {
+                    ev.labels.entry(k).or_insert(v);
                 }
                 Edit::RemoveLabel(k) => {
                     ev.labels.remove(&k);
@@ -208,6 +215,31 @@ mod tests {
         assert_eq!(ev.message.as_deref(), Some("new text"));
         assert_eq!(ev.note.as_deref(), Some("new text"));
         assert_eq!((ev.uid.as_str(), ev.resource_version.as_str()), ("u-1", "7"));
+    }
+
+    #[test]
+    fn a_label_if_absent_is_a_default_that_sees_the_earlier_edits() {
+        let mut ev = event();
+        Edits::check(vec![
+            // The event has team=old: kept.
+            Edit::SetLabelIfAbsent(s("team"), s("default")),
+            // No `owner` label: set, and a second default does not overwrite it.
+            Edit::SetLabelIfAbsent(s("owner"), s("first")),
+            Edit::SetLabelIfAbsent(s("owner"), s("second")),
+            // Removed, then defaulted: set.
+            Edit::RemoveLabel(s("app")),
+            Edit::SetLabelIfAbsent(s("app"), s("fallback")),
+        ])
+        .unwrap()
+        .apply(&mut ev);
+        let want = [("app", "fallback"), ("owner", "first"), ("team", "old")].map(|(k, v)| (s(k), s(v)));
+        assert_eq!(ev.labels, want.into_iter().collect());
+        let e = Edits::check(vec![Edit::SetLabelIfAbsent(s(""), s("x"))]).unwrap_err();
+        assert!(
+            e.message.contains("edit #1 (set-label-if-absent)") && e.message.contains("empty"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -382,6 +382,7 @@ struct CoreVerdict {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 enum CoreEdit {
     SetLabel(String, String),
+    SetLabelIfAbsent(String, String),
     RemoveLabel(String),
     SetAnnotation(String, String),
     RemoveAnnotation(String),
@@ -394,6 +395,7 @@ impl From<CoreEdit> for Edit {
     fn from(e: CoreEdit) -> Edit {
         match e {
             CoreEdit::SetLabel(k, v) => Edit::SetLabel(k, v),
+            CoreEdit::SetLabelIfAbsent(k, v) => Edit::SetLabelIfAbsent(k, v),
             CoreEdit::RemoveLabel(k) => Edit::RemoveLabel(k),
             CoreEdit::SetAnnotation(k, v) => Edit::SetAnnotation(k, v),
             CoreEdit::RemoveAnnotation(k) => Edit::RemoveAnnotation(k),
@@ -499,11 +501,12 @@ field_slots!(
 
 /// A component's edit, in the host's terms (0.2 and 0.3 share the variant).
 macro_rules! from_wit {
-    ($name:ident, $types:ident) => {
+    ($name:ident, $types:ident $(, $extra:pat => $to:expr)*) => {
         fn $name(e: $types::Edit) -> Edit {
             use $types::Edit as W;
             match e {
                 W::SetLabel((k, v)) => Edit::SetLabel(k, v),
+                $($extra => $to,)*
                 W::RemoveLabel(k) => Edit::RemoveLabel(k),
                 W::SetAnnotation((k, v)) => Edit::SetAnnotation(k, v),
                 W::RemoveAnnotation(k) => Edit::RemoveAnnotation(k),
@@ -514,7 +517,7 @@ macro_rules! from_wit {
         }
     };
 }
-from_wit!(from_wit_v0_3, types_v0_3);
+from_wit!(from_wit_v0_3, types_v0_3, W::SetLabelIfAbsent((k, v)) => Edit::SetLabelIfAbsent(k, v));
 from_wit!(from_wit_v0_2, types_v0_2);
 
 impl Instance {
@@ -795,7 +798,7 @@ mod tests {
     #[test]
     fn core_edit_verdicts() {
         let e = edits(
-            r#"{"verdict":"edit","edits":[{"set-label":["team","web"]},{"remove-label":"tier"},
+            r#"{"verdict":"edit","edits":[{"set-label":["team","web"]},{"set-label-if-absent":["o","x"]},{"remove-label":"tier"},
                 {"set-annotation":["a","1"]},{"remove-annotation":"b"},{"set-extra":["n",{"x":[1]}]},
                 {"remove-extra":"old"},{"set-message":"m"}]}"#,
         );
@@ -803,6 +806,7 @@ mod tests {
             e,
             vec![
                 Edit::SetLabel("team".into(), "web".into()),
+                Edit::SetLabelIfAbsent("o".into(), "x".into()),
                 Edit::RemoveLabel("tier".into()),
                 Edit::SetAnnotation("a".into(), "1".into()),
                 Edit::RemoveAnnotation("b".into()),

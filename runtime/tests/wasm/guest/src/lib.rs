@@ -7,7 +7,8 @@
 //! Env (reads `var` from the config), Log (logs through the host), Drop, Enrich,
 //! Count, Edit (the Enrich changes as an edit verdict, and more), BadEditJson and
 //! BadEditKey (an invalid edit list), Peek (reads the event JSON twice and
-//! copies `labels.team` into `extra.saw_team` with an edit). Anything else:
+//! copies `labels.team` into `extra.saw_team` with an edit), Default (0.3.0
+//! only: `set-label-if-absent` for `team` and `owner`). Anything else:
 //! `mode` from the config ("keep" by default). It targets contract 0.3.0 (the
 //! event JSON only on request, through `host.event`); built with the
 //! `contract-0-2` feature it targets 0.2.0 (the JSON with every call), with
@@ -91,6 +92,16 @@ fn edit(fields: &EventFields) -> Result<Verdict, String> {
         Edit::SetExtra(("gone".into(), "1".into())),
         Edit::RemoveExtra("gone".into()),
         Edit::SetMessage(format!("edited: {}", fields.reason)),
+    ]))
+}
+
+/// Defaults for `team` and `owner` (contract 0.3.0's `set-label-if-absent`).
+#[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
+fn defaults() -> Result<Verdict, String> {
+    use event_collector::filter::types::Edit;
+    Ok(Verdict::Edit(vec![
+        Edit::SetLabelIfAbsent(("team".into(), "default".into())),
+        Edit::SetLabelIfAbsent(("owner".into(), "test-guest".into())),
     ]))
 }
 
@@ -182,6 +193,8 @@ fn act(what: &str, fields: &EventFields, event: Json) -> Result<Verdict, String>
         "BadEditJson" | "BadEditKey" => bad_edit(what),
         #[cfg(not(feature = "contract-0-1"))]
         "Peek" | "peek" => peek(event),
+        #[cfg(not(any(feature = "contract-0-1", feature = "contract-0-2")))]
+        "Default" | "default" => defaults(),
         _ => Ok(Verdict::Keep),
     }
 }
@@ -213,7 +226,7 @@ impl Guest for TestGuest {
 fn what(fields: &EventFields) -> String {
     match fields.reason.as_str() {
         r @ ("Loop" | "Bomb" | "Trap" | "Garbage" | "Invalid" | "ChangeUid" | "Error" | "Open" | "Env" | "Log"
-        | "Drop" | "Enrich" | "Count" | "Edit" | "BadEditJson" | "BadEditKey" | "Peek") => r.to_string(),
+        | "Drop" | "Enrich" | "Count" | "Edit" | "BadEditJson" | "BadEditKey" | "Peek" | "Default") => r.to_string(),
         _ => config_str("mode").unwrap_or_else(|| "keep".into()),
     }
 }
