@@ -1,8 +1,9 @@
 //! The WASM host: runs user filter and enricher modules on events.
 //!
 //! A module is either a **component** built against `guest-sdk/wit/filter.wit`
-//! (`event-collector:filter@0.2.0`, or 0.1.0 which lacks the `edit` verdict;
-//! with WASI p2 and the `host.log` import) or
+//! (`event-collector:filter@0.3.0`, which asks for the event JSON through
+//! `host.event`; or 0.2.0, which gets it with every call; or 0.1.0, which
+//! also lacks the `edit` verdict; with WASI p2 and the `host` imports) or
 //! a **core module** speaking the plain-memory ABI (`alloc` / `process` /
 //! optional `init` and `_initialize`, with WASI p1 and `event_collector.log`),
 //! told apart by the bytes.
@@ -13,6 +14,7 @@
 //! - [`module`]: compiling a file into a [`Version`] (ready to instantiate).
 //! - [`instance`]: one live instance with its store, limits and WASI context,
 //!   and the per-call work for both kinds.
+//! - [`current`]: the event of a call and its JSON, serialized only on demand.
 //! - [`edit`]: the `edit` verdict's changes, checked and applied.
 //! - [`breaker`]: the per-filter circuit breaker.
 //! - [`host`]: [`FilterHost`] (every filter's current version, validation,
