@@ -57,7 +57,7 @@ function isObj(v) {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-// ---- the edit verdict (contract 0.2.0), applied as the host applies it ----
+// ---- the edit verdict (contract 0.2.0; set-label-if-absent 0.3.0), applied as the host applies it ----
 
 /**
  * Applies `edits` ([name, args] pairs) in order to a copy of `input`, all or
@@ -80,6 +80,14 @@ function applyEdits(input, edits, extraAsText) {
         if (!pair(args) || !str(args[1])) return bad('the value is not a string');
         const field = name === 'set-label' ? 'labels' : 'annotations';
         ops.push(() => (out[field] = { ...(out[field] ?? {}), [args[0]]: args[1] }));
+        break;
+      }
+      case 'set-label-if-absent': {
+        // 0.3.0: a default; it sees the labels as the edits before it left them.
+        if (!pair(args) || !str(args[1])) return bad('the value is not a string');
+        ops.push(() => {
+          if (!Object.hasOwn(out.labels ?? {}, args[0])) out.labels = { ...(out.labels ?? {}), [args[0]]: args[1] };
+        });
         break;
       }
       case 'remove-label':

@@ -32,6 +32,9 @@ use crate::Verdict;
 pub enum Edit {
     /// `labels[key] = value`.
     SetLabel(String, String),
+    /// `labels[key] = value` unless the event already has `labels[key]`
+    /// (after the edits before this one). Contract 0.3.0.
+    SetLabelIfAbsent(String, String),
     /// Removes `labels[key]` (nothing happens when it is absent).
     RemoveLabel(String),
     /// `annotations[key] = value`.
@@ -51,6 +54,7 @@ impl Edit {
         use crate::bindings::event_collector::filter::types::Edit as W;
         match self {
             Edit::SetLabel(k, v) => W::SetLabel((k, v)),
+            Edit::SetLabelIfAbsent(k, v) => W::SetLabelIfAbsent((k, v)),
             Edit::RemoveLabel(k) => W::RemoveLabel(k),
             Edit::SetAnnotation(k, v) => W::SetAnnotation((k, v)),
             Edit::RemoveAnnotation(k) => W::RemoveAnnotation(k),
@@ -74,6 +78,16 @@ impl Edits {
     /// Sets `labels[key]`.
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Edits {
         self.0.push(Edit::SetLabel(key.into(), value.into()));
+        self
+    }
+
+    /// Sets `labels[key]` unless the event already has that label: a default
+    /// that respects a label the event carries, without asking for the
+    /// event's JSON. Applied in order, so it sees the edits before it:
+    /// after `.label("team", "a")` it changes nothing; after
+    /// `.remove_label("team")` it sets the label.
+    pub fn label_if_absent(mut self, key: impl Into<String>, value: impl Into<String>) -> Edits {
+        self.0.push(Edit::SetLabelIfAbsent(key.into(), value.into()));
         self
     }
 
@@ -158,8 +172,8 @@ impl From<Edits> for Vec<Edit> {
 /// `labels[key]` of the event JSON, without parsing the event: when the key's
 /// text does not occur in the JSON the answer is `None` at once; otherwise
 /// only `labels` is read (every other field is skipped, nothing is
-/// allocated for it). For an enricher that must not overwrite a label the
-/// event already carries. In `process`, call it as
+/// allocated for it). To merely avoid overwriting a label the event already
+/// carries, [`Edits::label_if_absent`] is cheaper: it needs no JSON. In `process`, call it as
 /// [`EventJson::label`](crate::EventJson::label), which fetches the JSON
 /// from the host first.
 pub fn label(event: &str, key: &str) -> Result<Option<String>, String> {
@@ -208,6 +222,7 @@ mod tests {
     fn the_builder_keeps_order() {
         let e = Edits::new()
             .label("team", "web")
+            .label_if_absent("tier", "backend")
             .remove_label("old")
             .annotation("a", "1")
             .remove_annotation("b")
@@ -215,7 +230,7 @@ mod tests {
             .extra("n", 3)
             .remove_extra("x")
             .message("text");
-        assert_eq!(e.len(), 8);
+        assert_eq!(e.len(), 9);
         let Verdict::Edit(list) = e.verdict() else {
             panic!("not an edit verdict")
         };
@@ -223,6 +238,7 @@ mod tests {
             list,
             vec![
                 Edit::SetLabel("team".into(), "web".into()),
+                Edit::SetLabelIfAbsent("tier".into(), "backend".into()),
                 Edit::RemoveLabel("old".into()),
                 Edit::SetAnnotation("a".into(), "1".into()),
                 Edit::RemoveAnnotation("b".into()),
@@ -267,6 +283,18 @@ mod tests {
                 ("severity".to_string(), "\"high\"".to_string()),
                 ("owner".to_string(), r#"{"oncall":true,"team":"web"}"#.to_string()),
             ]
+        );
+    }
+
+    #[test]
+    fn label_if_absent_goes_to_the_host_as_its_own_edit() {
+        let Verdict::Edit(list) = Edits::new().label_if_absent("team", "web").verdict() else {
+            panic!("not an edit verdict")
+        };
+        let wit: Vec<W> = list.into_iter().map(Edit::into_wit).collect();
+        assert!(
+            matches!(wit.as_slice(), [W::SetLabelIfAbsent((k, v))] if k == "team" && v == "web"),
+            "{wit:?}"
         );
     }
 

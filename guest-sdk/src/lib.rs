@@ -45,6 +45,8 @@
 //! export_filter!(AddOrigin);
 //! ```
 //!
+//! A label the event may already carry needs no JSON to be respected:
+//! [`Edits::label_if_absent`] lets the host set it only when it is absent.
 //! When a filter needs more than the fields, [`EventJson::label`] reads one
 //! label, [`EventJson::parse`] gives the whole event typed and
 //! [`EventJson::get`] the JSON text; the first of them asks the host for the

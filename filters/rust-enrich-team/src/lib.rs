@@ -1,5 +1,6 @@
-//! Enricher: adds `labels.team` (from the event's namespace) and
-//! `extra.severity` (from its type and reason). See README.md for the table.
+//! Enricher: adds `labels.team` (from the event's namespace) unless the event
+//! already has one, and `extra.severity` (from its type and reason), deciding
+//! from the fields alone. See README.md for the table.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,21 +32,12 @@ struct Config {
     /// Replaces the built-in list of Warning reasons that are "high".
     #[serde(default)]
     high_reasons: Option<BTreeSet<String>>,
-    /// A team label the event already carries wins (the default). False:
-    /// always set it, so the filter never asks the host for the event JSON.
-    #[serde(default = "yes")]
-    keep_existing_team: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 struct EnrichTeam {
     teams: BTreeMap<String, String>,
     default_team: Option<String>,
     high_reasons: BTreeSet<String>,
-    keep_existing_team: bool,
 }
 
 impl EnrichTeam {
@@ -70,22 +62,17 @@ impl Filter for EnrichTeam {
             teams: c.teams,
             default_team: c.default_team,
             high_reasons,
-            keep_existing_team: c.keep_existing_team,
         })
     }
 
-    fn process(&mut self, fields: &EventFields, event: &EventJson) -> Result<Verdict, String> {
-        // An edit verdict: the event is neither parsed into an `Event` nor
-        // sent back whole; the host applies the two changes itself.
+    fn process(&mut self, fields: &EventFields, _event: &EventJson) -> Result<Verdict, String> {
+        // An edit verdict: the event is neither read, parsed nor sent back
+        // whole; the host applies the changes itself.
         let mut edits = Edits::new();
-        let team = self.teams.get(&fields.namespace).or(self.default_team.as_ref());
-        // A team label the event already carries wins: only then is the
-        // event's JSON asked for (once there is a team to set), and only its
-        // `labels` read, when its text contains "team".
-        if let Some(team) = team
-            && (!self.keep_existing_team || event.label("team")?.is_none())
-        {
-            edits = edits.label("team", team.as_str());
+        // A team label the event already carries wins: `set-label-if-absent`
+        // leaves that check to the host, so the event's JSON is never asked for.
+        if let Some(team) = self.teams.get(&fields.namespace).or(self.default_team.as_ref()) {
+            edits = edits.label_if_absent("team", team.as_str());
         }
         Ok(edits
             .extra("severity", self.severity(&fields.event_type, &fields.reason))
