@@ -583,6 +583,8 @@ const ERROR = { error: true };
 const EDIT_VERDICTS = [
   ['set-label', ['conformance', 'a']],
   ['set-label', ['conformance', 'b']],
+  ['set-label-if-absent', ['conformance', 'c']],
+  ['set-label-if-absent', ['if-absent', 'set']],
   ['remove-label', 'no-such-label'],
   ['set-annotation', ['checked-by', 'edit-verdicts']],
   ['remove-annotation', 'no-such-annotation'],
