@@ -10,18 +10,7 @@ use common::*;
 use event_collector::config::{FilterConfig, OnError};
 use event_collector::event::Event;
 use event_collector::filter::tools::{TestOptions, filter_check, filter_test};
-use event_collector::filter::{ChainOutcome, FilterHost, FilterId, ModuleKind, StepResult};
-
-fn one(host: &FilterHost, name: &str) -> Vec<FilterId> {
-    host.chain(&[name]).expect("filter id")
-}
-
-fn keep_event(out: ChainOutcome) -> (Event, bool) {
-    match out {
-        ChainOutcome::Keep { event, replaced } => (event, replaced),
-        other => panic!("expected keep, got {other:?}"),
-    }
-}
+use event_collector::filter::{ChainOutcome, ModuleKind, StepResult};
 
 fn component(dir: &std::path::Path, name: &str, mode: &str) -> FilterConfig {
     let mut f = FilterConfig::new(name, guest_copy(dir, &format!("{name}.wasm")));

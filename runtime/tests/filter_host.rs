@@ -15,17 +15,6 @@ use event_collector::filter::tools::{TestOptions, filter_check, filter_test};
 use event_collector::filter::{BreakerState, ChainOutcome, FilterHost, FilterId, HostOptions, StepResult};
 use event_collector::metrics::Metrics;
 
-fn one(host: &FilterHost, name: &str) -> Vec<FilterId> {
-    host.chain(&[name]).expect("filter id")
-}
-
-fn keep_event(out: ChainOutcome) -> (event_collector::event::Event, bool) {
-    match out {
-        ChainOutcome::Keep { event, replaced } => (event, replaced),
-        other => panic!("expected keep, got {other:?}"),
-    }
-}
-
 /// Every fault of a component is contained; the next good event works on a
 /// fresh instance; counts are exact.
 #[test]

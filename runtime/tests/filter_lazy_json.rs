@@ -9,20 +9,8 @@ mod common;
 
 use common::*;
 use event_collector::config::FilterConfig;
-use event_collector::event::Event;
 use event_collector::filter::tools::filter_check;
-use event_collector::filter::{ChainOutcome, FilterHost, FilterId, StepResult};
-
-fn one(host: &FilterHost, name: &str) -> Vec<FilterId> {
-    host.chain(&[name]).expect("filter id")
-}
-
-fn keep_event(out: ChainOutcome) -> (Event, bool) {
-    match out {
-        ChainOutcome::Keep { event, replaced } => (event, replaced),
-        other => panic!("expected keep, got {other:?}"),
-    }
-}
+use event_collector::filter::{ChainOutcome, StepResult};
 
 fn guest(dir: &std::path::Path, name: &str, mode: &str, v0_2: bool) -> FilterConfig {
     let path = dir.join(format!("{name}.wasm"));

@@ -705,11 +705,16 @@ fn spill_keys(dir: &Path, extra: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn spill_moves_the_checkpoint_while_the_sink_is_down_and_delivers_everything_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let (q, all, dlq) = (flaky("q", true, None), fake("all", 0), fake("dlq", 0));
-    let setup = queue_setup(&spill_keys(dir.path(), ""), q.clone(), all.clone(), dlq);
+/// A pipeline running 50 events to "q" (spilling into `dir`) and "all", then waiting for more.
+struct SpillRun {
+    metrics: Arc<Metrics>,
+    rx: watch::Receiver<Checkpoint>,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<Summary>,
+}
+
+fn start_spill_run(dir: &Path, q: Arc<Flaky>, all: Arc<Fake>, dlq: Arc<Fake>) -> SpillRun {
+    let setup = queue_setup(&spill_keys(dir, ""), q, all, dlq);
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = watch::channel(Checkpoint::default());
     let shutdown = CancellationToken::new();
@@ -720,6 +725,24 @@ async fn spill_moves_the_checkpoint_while_the_sink_is_down_and_delivers_everythi
         shutdown.clone(),
         tx,
     ));
+    SpillRun {
+        metrics,
+        rx,
+        shutdown,
+        handle,
+    }
+}
+
+#[tokio::test]
+async fn spill_moves_the_checkpoint_while_the_sink_is_down_and_delivers_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, all, dlq) = (flaky("q", true, None), fake("all", 0), fake("dlq", 0));
+    let SpillRun {
+        metrics,
+        rx,
+        shutdown,
+        handle,
+    } = start_spill_run(dir.path(), q.clone(), all.clone(), dlq);
     // Everything is acknowledged (spilled) while q is still down.
     until(|| rx.borrow().streams == vec![Some("49".to_string())]).await;
     assert!(uids(&q.inner).is_empty());
@@ -763,17 +786,12 @@ async fn a_batch_moved_to_the_spill_is_acknowledged_once_for_its_exporter_only()
     // received.
     let dir = tempfile::tempdir().unwrap();
     let (q, all, dlq) = (flaky("q", true, None), fake("all", u32::MAX), fake("dlq", 0));
-    let setup = queue_setup(&spill_keys(dir.path(), ""), q.clone(), all.clone(), dlq);
-    let metrics = Arc::new(Metrics::new());
-    let (tx, rx) = watch::channel(Checkpoint::default());
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(run(
-        futures::stream::iter(events(0, 50)).chain(futures::stream::pending()),
-        setup,
-        metrics.clone(),
-        shutdown.clone(),
-        tx,
-    ));
+    let SpillRun {
+        metrics,
+        rx,
+        shutdown,
+        handle,
+    } = start_spill_run(dir.path(), q.clone(), all.clone(), dlq);
     until(|| {
         metric(
             &metrics.encode(),

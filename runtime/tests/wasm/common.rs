@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use event_collector::config::{FilterConfig, WasmConfig};
 use event_collector::event::Event;
-use event_collector::filter::{FilterHost, HostOptions};
+use event_collector::filter::{ChainOutcome, FilterHost, FilterId, HostOptions};
 use event_collector::metrics::Metrics;
 
 /// The workspace root.
@@ -391,5 +391,18 @@ impl std::io::Write for LogCapture {
 impl LogCapture {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The id of the filter `name`, as a one-filter chain.
+pub fn one(host: &FilterHost, name: &str) -> Vec<FilterId> {
+    host.chain(&[name]).expect("filter id")
+}
+
+/// The event and `replaced` of a `Keep` outcome; panics on anything else.
+pub fn keep_event(out: ChainOutcome) -> (Event, bool) {
+    match out {
+        ChainOutcome::Keep { event, replaced } => (event, replaced),
+        other => panic!("expected keep, got {other:?}"),
     }
 }
