@@ -107,7 +107,7 @@ pub fn normalize(
     let name = raw.metadata.name.take().unwrap_or_default();
     let namespace = raw.metadata.namespace.take().unwrap_or_default();
     let (labels, annotations) = raw.take_labels();
-    let created = raw.metadata.creation_timestamp.take().map(|t| t.0.to_string());
+    let created = raw.metadata.creation_timestamp.take();
 
     let series_last = rfc3339(raw.series.take().and_then(|s| s.last_observed_time));
     let last_ts = rfc3339(raw.last_timestamp.take().or(raw.deprecated_last_timestamp.take()));
@@ -354,10 +354,16 @@ mod tests {
             include_raw: true,
             ..opts()
         };
-        let e = normalize(Api::CoreV1, parse(core_event()), WatchType::Added, None, &o).unwrap();
+        let mut v = core_event();
+        let managed = json!([{"manager": "kubelet", "operation": "Update", "fieldsType": "FieldsV1",
+                              "fieldsV1": {"f:count": {}, "f:reason": {}}}]);
+        v["metadata"]["managedFields"] = managed.clone();
+        let e = normalize(Api::CoreV1, parse(v), WatchType::Added, None, &o).unwrap();
         let raw = e.raw.unwrap();
         assert_eq!(raw["involvedObject"]["name"], "web-1");
         assert_eq!(raw["metadata"]["uid"], "u-1");
+        // Members the collector does not read are kept too.
+        assert_eq!(raw["metadata"]["managedFields"], managed);
     }
 
     #[test]

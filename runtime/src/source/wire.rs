@@ -38,14 +38,27 @@ impl std::fmt::Display for Malformed {
 #[derive(Debug, Clone)]
 pub struct WireEvent {
     pub parsed: Result<RawEvent, Malformed>,
-    fallback: ObjectMeta,
+    /// What kube's watcher reads of an object: its resourceVersion, also
+    /// for one that did not decode.
+    meta: ObjectMeta,
 }
 
 impl WireEvent {
     pub fn ok(raw: RawEvent) -> Self {
+        Self::new(Ok(raw))
+    }
+
+    fn new(parsed: Result<RawEvent, Malformed>) -> Self {
+        let resource_version = match &parsed {
+            Ok(raw) => raw.metadata.resource_version.clone(),
+            Err(m) => m.resource_version.clone(),
+        };
         Self {
-            parsed: Ok(raw),
-            fallback: ObjectMeta::default(),
+            parsed,
+            meta: ObjectMeta {
+                resource_version,
+                ..ObjectMeta::default()
+            },
         }
     }
 
@@ -84,10 +97,7 @@ impl WireEvent {
                 error,
             }
         });
-        Self {
-            parsed,
-            fallback: ObjectMeta::default(),
-        }
+        Self::new(parsed)
     }
 }
 
@@ -128,16 +138,10 @@ impl kube::Resource for WireEvent {
         dt.plural.as_str().into()
     }
     fn meta(&self) -> &ObjectMeta {
-        match &self.parsed {
-            Ok(r) => &r.metadata,
-            Err(_) => &self.fallback,
-        }
+        &self.meta
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match &mut self.parsed {
-            Ok(r) => &mut r.metadata,
-            Err(_) => &mut self.fallback,
-        }
+        &mut self.meta
     }
 }
 
@@ -151,14 +155,17 @@ mod tests {
         let good = WireEvent::from_value(
             json!({"kind":"Event","apiVersion":"v1","metadata":{"uid":"u1","resourceVersion":"5"},"count":2}),
         );
+        assert_eq!(kube::Resource::meta(&good).resource_version.as_deref(), Some("5"));
         assert_eq!(good.parsed.unwrap().count, Some(2));
         let bad = WireEvent::from_value(
             json!({"metadata":{"uid":"u2","name":"n","namespace":"ns","resourceVersion":"6"},"count":"many"}),
         );
-        let m = bad.parsed.unwrap_err();
+        let m = bad.parsed.clone().unwrap_err();
         assert_eq!(m.uid.as_deref(), Some("u2"));
         assert_eq!(m.resource_version.as_deref(), Some("6"));
         assert!(m.to_string().starts_with("ns/n (uid u2): "), "{m}");
+        // kube's watcher still learns its resourceVersion.
+        assert_eq!(kube::Resource::meta(&bad).resource_version.as_deref(), Some("6"));
         let unknown = WireEvent::from_value(json!({"kind":"ConfigMap","apiVersion":"v1","metadata":{"uid":"u3"}}));
         assert!(unknown.parsed.unwrap_err().error.contains("unexpected kind ConfigMap"));
     }
