@@ -105,6 +105,8 @@ pub struct FilterMetrics {
     pub bypassed: Counter,
     /// Time per call, in seconds.
     pub call_seconds: Histogram,
+    /// Calls of `host.event` (contract 0.3.0: the guest asked for the event's JSON).
+    pub event_requests: Counter,
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: Gauge,
     failures: Family<Labels, Counter>,
@@ -191,6 +193,7 @@ pub struct Metrics {
     pub checkpoint_pending: Gauge,
     filter_calls: Family<Labels, Counter>,
     filter_call_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    filter_event_requests: Family<Labels, Counter>,
     filter_failures: Family<Labels, Counter>,
     filter_breaker: Family<Labels, Gauge>,
     filter_swaps: Family<Labels, Counter>,
@@ -252,6 +255,7 @@ impl Metrics {
             checkpoint_pending: Default::default(),
             filter_calls: Default::default(),
             filter_call_seconds: Family::new_with_constructor(filter_call_histogram),
+            filter_event_requests: Default::default(),
             filter_failures: Default::default(),
             filter_breaker: Default::default(),
             filter_swaps: Default::default(),
@@ -354,6 +358,11 @@ impl Metrics {
             "filter_call_seconds",
             "Time per WASM filter call, by filter",
             m.filter_call_seconds.clone(),
+        );
+        registry.register(
+            "filter_event_requests",
+            "Calls of host.event by WASM filters of contract 0.3.0, by filter: how often a filter asked for the event's JSON (serialized at most once per event until a filter changes it)",
+            m.filter_event_requests.clone(),
         );
         registry.register(
             "filter_failures",
@@ -474,6 +483,7 @@ impl Metrics {
             error: verdict("error"),
             bypassed: verdict("bypassed"),
             call_seconds: self.filter_call_seconds.get_or_create(&l).clone(),
+            event_requests: self.filter_event_requests.get_or_create(&l).clone(),
             breaker_state: self.filter_breaker.get_or_create(&l).clone(),
             failures: self.filter_failures.clone(),
             swaps: self.filter_swaps.clone(),

@@ -79,6 +79,10 @@ fn the_event_is_serialized_only_when_a_filter_asks_for_it() {
 
     assert_eq!(metrics.filter("keep").keep.get(), 3);
     assert_eq!(metrics.filter("edit").edit.get(), 1);
+    // `filter_event_requests` counts the calls of host.event: only `enrich` asked.
+    for (name, asked) in [("keep", 0), ("drop", 0), ("edit", 0), ("enrich", 1), ("old_keep", 0)] {
+        assert_eq!(metrics.filter(name).event_requests.get(), asked, "{name}");
+    }
 }
 
 /// `host.event` gives the event as the filters before it in the chain left
@@ -114,6 +118,10 @@ fn host_event_is_the_event_after_the_earlier_filters() {
         "both requests gave the same JSON"
     );
     assert_eq!(metrics.filter("peek").edit.get(), 3);
+    // `peek` asks twice per call (the guest checks that both agree), 3 calls
+    // so far; `old_peek` (0.2.0) gets the JSON as a parameter and never asks.
+    assert_eq!(metrics.filter("peek").event_requests.get(), 6);
+    assert_eq!(metrics.filter("old_peek").event_requests.get(), 0);
 
     // A single call: the event is the caller's, unchanged afterwards.
     let mut ev = input.clone();

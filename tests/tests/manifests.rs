@@ -58,6 +58,7 @@ const METRICS: &[&str] = &[
     "checkpoint_writes_total",
     "filter_calls_total",
     "filter_call_seconds",
+    "filter_event_requests_total",
     "filter_failures_total",
     "filter_breaker_state",
     "filter_swaps_total",

@@ -76,8 +76,8 @@ pub struct Lent {
     buf: Vec<u8>,
     valid: bool,
     active: bool,
-    /// Calls of `host.event` so far (this instance).
-    pub requests: u64,
+    /// Calls of `host.event` since [`take_requests`](Self::take_requests).
+    requests: u64,
 }
 
 impl Default for Lent {
@@ -112,6 +112,12 @@ impl Lent {
         }
         self.valid = false;
         self.active = false;
+    }
+
+    /// How many times the guest called `host.event` since the last time
+    /// this was asked (the host adds it to `filter_event_requests`).
+    pub fn take_requests(&mut self) -> u64 {
+        std::mem::take(&mut self.requests)
     }
 
     /// `host.event`: the lent event's JSON, serialized on the first request
@@ -207,8 +213,10 @@ mod tests {
         store.give_back(&mut e, &mut j);
         assert_eq!(e.uid, "lent");
         assert_eq!(j.serialized(), Some(json.as_bytes()), "kept for the exporters");
-        assert_eq!(store.requests, 2);
+        assert_eq!(store.take_requests(), 2);
+        assert_eq!(store.take_requests(), 0, "taken");
         assert_eq!(store.json(), "");
+        assert_eq!(store.take_requests(), 0, "a request outside a call is not counted");
     }
 
     #[test]
@@ -220,6 +228,6 @@ mod tests {
         store.give_back(&mut e, &mut j);
         assert_eq!(e.uid, "quiet");
         assert!(j.serialized().is_none());
-        assert_eq!(store.requests, 0);
+        assert_eq!(store.take_requests(), 0);
     }
 }

@@ -875,6 +875,10 @@ impl FilterWorker {
                 let t0 = Instant::now();
                 let r = catch_unwind(AssertUnwindSafe(|| instance.process(event, json, slot.ticks)));
                 slot.metrics.call_seconds.observe(t0.elapsed().as_secs_f64());
+                let asked = instance.take_event_requests();
+                if asked > 0 {
+                    slot.metrics.event_requests.inc_by(asked);
+                }
                 let memory = instance.memory_bytes();
                 ws.calls += 1;
                 let r = match r {
