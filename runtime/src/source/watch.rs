@@ -145,6 +145,8 @@ struct Machine<A> {
     empty_watches: u32,
     backoff: Duration,
     fresh_start: bool,
+    /// Held from a list's first page to its last.
+    list_burst: Option<crate::process_memory::ListBurst>,
 }
 
 /// The stream of one watch; `resume` = the saved position and when it was acknowledged.
@@ -183,6 +185,7 @@ pub fn machine<A: EventApi>(
         progress_at,
         empty_watches: 0,
         fresh_start,
+        list_burst: None,
     };
     futures::stream::unfold(m, |mut m| async move {
         let out = m.step().await;
@@ -307,6 +310,7 @@ impl<A: EventApi> Machine<A> {
                         tracing::warn!(watch = %self.spec, cause = cause.map(GapCause::as_str), "relisting");
                     }
                     out.push(Out::Mark(Mark::ListStart));
+                    self.list_burst = Some(crate::process_memory::ListBurst::start());
                 }
                 match self.api.list(self.cfg.page_size, continue_token.clone()).await {
                     Ok(page) => {
@@ -344,6 +348,7 @@ impl<A: EventApi> Machine<A> {
                                 }
                                 out.push(Out::Mark(Mark::ListEnd(list_rv.clone())));
                                 out.push(Out::Listed);
+                                self.list_burst = None;
                                 self.rv = Some(list_rv);
                                 self.progress_at = Utc::now();
                                 self.fresh_start = false;
