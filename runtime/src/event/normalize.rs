@@ -39,12 +39,41 @@ pub fn occurrence_count(raw: &RawEvent) -> u64 {
     series.or(legacy).map(|c| c.max(1) as u64).unwrap_or(1)
 }
 
+/// Whether `s` is a valid UTC time in the form the API server writes,
+/// `YYYY-MM-DDTHH:MM:SS[.1-9 digits]Z`: such a value is kept as it is
+/// without a full parse (an event carries four or five of them). Anything
+/// else goes through chrono's RFC 3339 parser.
+fn canonical_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    if !(20..=30).contains(&b.len()) || b[b.len() - 1] != b'Z' {
+        return false;
+    }
+    let num = |from: usize, to: usize| {
+        b[from..to].iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let seps = b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':';
+    let fraction = &b[19..b.len() - 1];
+    let fraction_ok = fraction.is_empty()
+        || (fraction[0] == b'.' && (2..=10).contains(&fraction.len()) && fraction[1..].iter().all(u8::is_ascii_digit));
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) =
+        (num(0, 4), num(5, 7), num(8, 10), num(11, 13), num(14, 16), num(17, 19))
+    else {
+        return false;
+    };
+    seps && fraction_ok && h < 24 && mi < 60 && s < 60 && chrono::NaiveDate::from_ymd_opt(y as i32, mo, d).is_some()
+}
+
 /// Parses an RFC 3339 time and prints it back in UTC with its sub-seconds.
 /// A value that does not parse is treated as absent.
 fn rfc3339(s: Option<String>) -> Option<String> {
     let s = s?;
     if s.is_empty() {
         return None;
+    }
+    if canonical_utc(&s) {
+        return Some(s);
     }
     match DateTime::parse_from_rfc3339(&s) {
         Ok(t) => {
@@ -311,6 +340,50 @@ mod tests {
             with(json!({"lastTimestamp": "yesterday", "firstTimestamp": "2024-01-01T00:00:01Z"})),
             "2024-01-01T00:00:01Z"
         );
+    }
+
+    #[test]
+    fn the_servers_own_time_form_is_kept_without_a_parse_and_agrees_with_chrono() {
+        let cases = [
+            "2024-01-01T00:00:00Z",
+            "2024-02-29T23:59:59.123456Z",
+            "2024-12-31T10:00:00.1Z",
+            "2024-12-31T10:00:00.123456789Z",
+            // Not taken by the fast path; chrono decides.
+            "2023-02-29T00:00:00Z",
+            "2024-04-31T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2024-01-01t00:00:00z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00.1234567891Z",
+            "2024-01-01T00:00:00+02:00",
+            "2024-1-01T00:00:00Z",
+            "２０２４-01-01T00:00:00Z",
+            "yesterday",
+        ];
+        for c in cases {
+            if canonical_utc(c) {
+                assert!(
+                    DateTime::parse_from_rfc3339(c).is_ok(),
+                    "fast path took {c:?}, chrono does not"
+                );
+            }
+            // Whatever path: kept as written when it is valid and in UTC with 'Z'.
+            let out = rfc3339(Some(c.to_string()));
+            let chrono_only = DateTime::parse_from_rfc3339(c).ok().map(|t| {
+                if c.ends_with('Z') {
+                    c.to_string()
+                } else {
+                    t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+                }
+            });
+            assert_eq!(out, chrono_only, "{c:?}");
+        }
+        assert!(canonical_utc("2024-02-29T23:59:59.123456Z"));
+        assert!(!canonical_utc("2023-02-29T00:00:00Z"), "no such day");
     }
 
     #[test]
