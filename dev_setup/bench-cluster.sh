@@ -380,9 +380,10 @@ if want exporters; then
   : > "$work/exp.lines"
   for _ in $(seq "$runs"); do
     BENCH_RECORDS="$kafka_records" cargo test -q --locked -p event-collector-exporters kafka::broker_tests::bench \
-      -- --ignored --nocapture --test-threads=1 2>/dev/null | grep '^kafka bench' >> "$work/exp.lines"
+      -- --ignored --nocapture --test-threads=1 2>/dev/null | grep -o 'kafka bench: .*' >> "$work/exp.lines"
+    # -o: with -q, libtest's progress dot of the first test precedes the next test's first line.
     EC_BENCH_DOCS="$es_docs" cargo test -q --locked -p event-collector-e2e --test elasticsearch \
-      -- --ignored bench --nocapture --test-threads=1 2>/dev/null | grep '^BENCH' >> "$work/exp.lines"
+      -- --ignored bench --nocapture --test-threads=1 2>/dev/null | grep -o 'BENCH .*' >> "$work/exp.lines"
   done
   cat "$work/exp.lines" >&2
   {
