@@ -106,6 +106,8 @@ measured() {
   local build
   build="commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- runtime exporters || echo ' (with local changes)') ($profile build)"
   [ -z "${BIN:-}" ] || build="the binary \`$BIN\`"
+  # The exporter benchmarks are test binaries, built in the dev profile whatever $profile is.
+  [ "$1" != exporters ] || build="commit $(git rev-parse --short HEAD) (the tests' dev profile)"
   echo "Measured $(date -u +%Y-%m-%d) on $build with \`dev_setup/bench-cluster.sh $1\`$([ "$1" = memory ] || [ "$1" = catchup ] && echo " (BACKLOG=$backlog$([ "$1" = memory ] && echo " STREAM=$stream")$([ "$1" = catchup ] && echo " RUNS=$runs"))")."
   echo
 }
