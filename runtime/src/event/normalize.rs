@@ -387,6 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unparsable_creation_timestamp_is_absent_not_fatal() {
+        // It used to fail the whole object's decode (k8s-openapi parsed it as a date).
+        let v = json!({"metadata": {"uid": "u", "resourceVersion": "1", "creationTimestamp": "not a time"},
+            "lastTimestamp": "2024-01-01T00:00:03Z"});
+        let e = normalize(Api::CoreV1, parse(v), WatchType::Added, None, &opts()).unwrap();
+        assert_eq!(e.timestamp, "2024-01-01T00:00:03Z");
+        assert_eq!(e.first_timestamp, None, "the bad creation time is not a fallback");
+        let v = json!({"metadata": {"uid": "u", "resourceVersion": "1", "creationTimestamp": "not a time"}});
+        let e = normalize(Api::CoreV1, parse(v), WatchType::Added, None, &opts()).unwrap();
+        assert!(
+            DateTime::parse_from_rfc3339(&e.timestamp).is_ok(),
+            "now, as for no time at all"
+        );
+    }
+
+    #[test]
     fn nulls_and_absent_fields() {
         let v = json!({"metadata": {"uid": "u", "resourceVersion": "5"},
             "involvedObject": null, "series": null, "count": null, "source": {},
