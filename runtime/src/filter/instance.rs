@@ -723,7 +723,6 @@ impl Instance {
         }
     }
 
-    /// Bytes of linear memory the instance holds now.
     /// Calls of `host.event` since the last time this was asked (0.3
     /// components; the others get the JSON with every call).
     pub fn take_event_requests(&mut self) -> u64 {
@@ -733,6 +732,7 @@ impl Instance {
         }
     }
 
+    /// Bytes of linear memory the instance holds now.
     pub fn memory_bytes(&self) -> u64 {
         match self {
             Instance::Component { store, .. } => store.data().limiter.used,

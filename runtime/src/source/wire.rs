@@ -4,6 +4,7 @@
 //! while the watch goes on.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::ApiResource;
@@ -38,9 +39,10 @@ impl std::fmt::Display for Malformed {
 #[derive(Debug, Clone)]
 pub struct WireEvent {
     pub parsed: Result<RawEvent, Malformed>,
-    /// What kube's watcher reads of an object: its resourceVersion, also
-    /// for one that did not decode.
-    meta: ObjectMeta,
+    /// What kube's `Resource` API reads of an object: its resourceVersion,
+    /// also for one that did not decode. Built on first use only: the
+    /// collector's own watch machine never asks, so no event pays for it.
+    meta: OnceLock<ObjectMeta>,
 }
 
 impl WireEvent {
@@ -49,16 +51,21 @@ impl WireEvent {
     }
 
     fn new(parsed: Result<RawEvent, Malformed>) -> Self {
-        let resource_version = match &parsed {
+        Self {
+            parsed,
+            meta: OnceLock::new(),
+        }
+    }
+
+    /// The object's metadata as kube's `ObjectMeta` (its resourceVersion only).
+    fn kube_meta(&self) -> ObjectMeta {
+        let resource_version = match &self.parsed {
             Ok(raw) => raw.metadata.resource_version.clone(),
             Err(m) => m.resource_version.clone(),
         };
-        Self {
-            parsed,
-            meta: ObjectMeta {
-                resource_version,
-                ..ObjectMeta::default()
-            },
+        ObjectMeta {
+            resource_version,
+            ..ObjectMeta::default()
         }
     }
 
@@ -138,10 +145,13 @@ impl kube::Resource for WireEvent {
         dt.plural.as_str().into()
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.meta
+        self.meta.get_or_init(|| self.kube_meta())
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.meta
+        if self.meta.get().is_none() {
+            self.meta = OnceLock::from(self.kube_meta());
+        }
+        self.meta.get_mut().unwrap_or_else(|| unreachable!("set just above"))
     }
 }
 
