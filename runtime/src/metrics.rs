@@ -130,7 +130,9 @@ impl FilterMetrics {
             .get()
     }
 
-    /// A module change: swapped, rejected, deleted, bypassed, restored.
+    /// A module change: swapped, rejected, deleted, bypassed, restored,
+    /// optimized (a swapped version moved from baseline to Cranelift code),
+    /// optimize_failed.
     pub fn swap(&self, result: &str) {
         self.swaps
             .get_or_create(&l2("filter", &self.name, "result", result))
@@ -143,7 +145,7 @@ impl FilterMetrics {
             .get()
     }
 
-    /// A new instance, by reason: start, recycle_calls, recycle_memory, failure, swap.
+    /// A new instance, by reason: start, recycle_calls, recycle_memory, failure, swap, optimized.
     pub fn instantiated(&self, reason: &str) {
         self.instantiations
             .get_or_create(&l2("filter", &self.name, "reason", reason))

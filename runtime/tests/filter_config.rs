@@ -38,6 +38,7 @@ fn filters_load_with_defaults_and_resolved_paths() {
 cache_dir = "cache"
 max_instances = 8
 epoch_tick = "2ms"
+tiered = false
 
 [[filters]]
 name = "a"
@@ -100,6 +101,11 @@ exporters = ["out"]
     assert_eq!(c.wasm.max_instances, 8);
     assert_eq!(c.wasm.epoch_tick, Duration::from_millis(2));
     assert!(c.wasm.pooling && c.wasm.cache);
+    assert!(
+        !c.wasm.tiered,
+        "tiered compilation is on by default and can be turned off"
+    );
+    assert!(event_collector::config::WasmConfig::default().tiered);
     assert_eq!(c.routes[0].filters.len(), 2);
 }
 

@@ -135,6 +135,10 @@ pub struct WasmConfig {
     pub max_instances: u32,
     /// How long the watcher waits for a burst of file events to settle.
     pub watch_debounce: Duration,
+    /// Tiered compilation of a hot-swapped module: it starts on Winch's
+    /// baseline code (compiled in a few ms) while Cranelift optimizes it in
+    /// the background, then moves to the optimized code.
+    pub tiered: bool,
     /// Epoch interruption (the `timeout` mechanism). Not settable from the
     /// config file: turned off only by benchmarks, to measure its cost.
     pub epoch_interruption: bool,
@@ -151,6 +155,7 @@ impl Default for WasmConfig {
             pooling: true,
             max_instances: 64,
             watch_debounce: Duration::from_millis(200),
+            tiered: true,
             epoch_interruption: true,
             span: 0..0,
         }
@@ -237,6 +242,8 @@ struct RawWasm {
     max_instances: Option<Spanned<u32>>,
     #[serde(default)]
     watch_debounce: Option<Spanned<String>>,
+    #[serde(default)]
+    tiered: Option<bool>,
 }
 
 /// Resolves a path from the config file against the file's directory.
@@ -492,6 +499,9 @@ pub(crate) fn parse_wasm(value: Option<Spanned<DeValue<'_>>>, base: &Path, probl
     }
     if let Some(d) = &raw.watch_debounce {
         w.watch_debounce = duration(d, "watch_debounce", Duration::ZERO, problems).unwrap_or(w.watch_debounce);
+    }
+    if let Some(t) = raw.tiered {
+        w.tiered = t;
     }
     w
 }

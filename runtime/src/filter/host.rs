@@ -7,6 +7,12 @@
 //! between two events: the worker notices the pointer changed, drops its old
 //! instance and instantiates the new version. Compiling and validating happen
 //! on the watcher thread, never here.
+//!
+//! Tiered compilation: a swapped-in module not in the artifact cache is
+//! compiled by the baseline compiler (Winch, a few ms) and swapped in at once;
+//! a background thread then compiles it with Cranelift, validates that code
+//! the same way, and moves the filter to it (`filter module optimized`) unless
+//! a newer version came first.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +25,7 @@ use super::breaker::{Admit, Breaker, BreakerState};
 use super::cache::{ArtifactCache, sha256_hex};
 use super::current::EventJson;
 use super::edit::Edits;
-use super::engine::{EngineSet, Ticker};
+use super::engine::{EngineSet, Ticker, Tier};
 use super::instance::{GuestOut, Instance, InstanceSpec};
 use super::module::{self, ModuleKind, Version};
 use super::vectors;
@@ -62,6 +68,8 @@ pub struct FilterStatus {
     pub sha256: Option<String>,
     pub generation: u64,
     pub kind: Option<ModuleKind>,
+    /// Which compiler made the code in use.
+    pub tier: Option<Tier>,
     pub from_cache: bool,
     pub breaker: BreakerState,
     /// Versions swapped in since start.
@@ -231,8 +239,11 @@ impl FilterHost {
         }
         let ticker = if wasm.epoch_interruption && !engines.is_empty() {
             Some(
-                Ticker::start(engines.iter().map(|e| e.engine.clone()).collect(), wasm.epoch_tick)
-                    .map_err(FilterError::Engine)?,
+                Ticker::start(
+                    engines.iter().flat_map(|e| e.engines().cloned()).collect(),
+                    wasm.epoch_tick,
+                )
+                .map_err(FilterError::Engine)?,
             )
         } else {
             None
@@ -302,7 +313,7 @@ impl FilterHost {
             let bytes =
                 std::fs::read(&slot.cfg.module).map_err(|e| err(format!("cannot read the module file: {e}")))?;
             let sha = sha256_hex(&bytes);
-            let version = inner.load_version(slot, &bytes, &sha).map_err(err)?;
+            let version = inner.load_version(slot, &bytes, &sha, false).map_err(err)?;
             tracing::info!(
                 filter = %slot.name, module = %slot.cfg.module.display(), sha256 = %version.sha256,
                 kind = version.kind.as_str(), from_cache = version.from_cache, load_time = ?version.load_time,
@@ -388,6 +399,7 @@ impl FilterHost {
             sha256: cur.as_ref().map(|v| v.sha256.to_string()),
             generation: cur.as_ref().map(|v| v.generation).unwrap_or(0),
             kind: cur.as_ref().map(|v| v.kind),
+            tier: cur.as_ref().map(|v| v.tier),
             from_cache: cur.as_ref().is_some_and(|v| v.from_cache),
             breaker: slot.breaker.state(),
             swaps: disk.swaps,
@@ -410,8 +422,9 @@ impl FilterHost {
 }
 
 impl Inner {
-    /// Compiles and validates one version of a slot's module.
-    fn load_version(&self, slot: &Slot, bytes: &[u8], sha: &str) -> Result<Version, String> {
+    /// Compiles and validates one version of a slot's module (`quick`: on
+    /// baseline code when it is not in the cache).
+    fn load_version(&self, slot: &Slot, bytes: &[u8], sha: &str, quick: bool) -> Result<Version, String> {
         let set = &self.engines[slot.engine];
         let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let version = module::load(
@@ -422,9 +435,61 @@ impl Inner {
             generation,
             self.cache.as_ref(),
             &self.metrics,
+            quick,
         )?;
         self.validate(slot, &version)?;
         Ok(version)
+    }
+
+    /// Starts the Cranelift compile of a version running on baseline code.
+    fn spawn_optimize(self: &Arc<Self>, id: FilterId, baseline: Arc<Version>, bytes: Vec<u8>) {
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("wasm-optimize".into())
+            .spawn(move || inner.optimize(id, &baseline, &bytes));
+        if let Err(e) = spawned {
+            let slot = &self.slots[id.index()];
+            tracing::error!(filter = %slot.name, error = %e, "cannot start the optimizing compile: the filter stays on baseline code");
+        }
+    }
+
+    /// Compiles and validates `baseline`'s module with Cranelift, then moves
+    /// the filter to it if `baseline` is still the version in use.
+    fn optimize(&self, id: FilterId, baseline: &Arc<Version>, bytes: &[u8]) {
+        let slot = &self.slots[id.index()];
+        let set = &self.engines[slot.engine];
+        let start = Instant::now();
+        let result = module::optimize(set, baseline, bytes, self.cache.as_ref(), &self.metrics).and_then(|v| {
+            self.validate(slot, &v)?;
+            Ok(v)
+        });
+        let mut disk = slot.disk.lock().unwrap_or_else(|p| p.into_inner());
+        let v = match result {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                slot.metrics.swap("optimize_failed");
+                tracing::error!(
+                    filter = %slot.name, module = %slot.cfg.module.display(), sha256 = %baseline.sha256, error = %e,
+                    "Cranelift cannot take a module the baseline compiler took: the filter stays on baseline code"
+                );
+                return;
+            }
+        };
+        if disk.last_good.as_ref().is_some_and(|g| Arc::ptr_eq(g, baseline)) {
+            disk.last_good = Some(v.clone());
+        }
+        let current = slot.current.load_full();
+        if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, baseline)) {
+            tracing::debug!(filter = %slot.name, sha256 = %baseline.sha256, "optimized code not used: the version changed meanwhile");
+            return;
+        }
+        slot.current.store(Some(v.clone()));
+        slot.metrics.swap("optimized");
+        tracing::info!(
+            filter = %slot.name, module = %slot.cfg.module.display(), sha256 = %v.sha256,
+            generation = v.generation, compile_time = ?v.load_time, took = ?start.elapsed(),
+            "filter module optimized: now on Cranelift's code"
+        );
     }
 
     /// Instantiates with the filter's config (init must succeed) and runs the vectors.
@@ -479,7 +544,7 @@ impl Inner {
     }
 
     /// Looks at a slot's module file and swaps, rejects or applies `on_delete`.
-    pub(crate) fn check(&self, id: FilterId) -> CheckOutcome {
+    pub(crate) fn check(self: &Arc<Self>, id: FilterId) -> CheckOutcome {
         let slot = &self.slots[id.index()];
         let mut disk = slot.disk.lock().unwrap_or_else(|p| p.into_inner());
         let path = &slot.cfg.module;
@@ -517,9 +582,12 @@ impl Inner {
             return CheckOutcome::Unchanged;
         }
         let old = current.as_ref().map(|v| v.sha256.to_string());
-        match self.load_version(slot, &bytes, &sha) {
+        match self.load_version(slot, &bytes, &sha, true) {
             Ok(v) => {
                 let v = Arc::new(v);
+                if v.tier == Tier::Baseline {
+                    self.spawn_optimize(id, v.clone(), bytes);
+                }
                 disk.last_good = Some(v.clone());
                 disk.rejected = None;
                 disk.swaps += 1;
@@ -529,7 +597,7 @@ impl Inner {
                 tracing::info!(
                     filter = %slot.name, module = %path.display(),
                     old_sha256 = %old.as_deref().unwrap_or("none"), new_sha256 = %v.sha256,
-                    generation = v.generation, from_cache = v.from_cache, load_time = ?v.load_time,
+                    generation = v.generation, tier = v.tier.as_str(), from_cache = v.from_cache, load_time = ?v.load_time,
                     "filter module swapped"
                 );
                 CheckOutcome::Swapped { old, new: sha }
@@ -590,10 +658,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Instantiates a version; a panic in a host function (a bug) becomes an error.
 fn instantiate(version: &Version, spec: &InstanceSpec, config_json: &str) -> Result<Instance, CallError> {
-    catch_unwind(AssertUnwindSafe(|| {
-        Instance::new(&version.engine, &version.code, spec, config_json)
-    }))
-    .unwrap_or_else(|p| Err(CallError::new(FailureKind::Instantiate, panic_message(&*p))))
+    catch_unwind(AssertUnwindSafe(|| version.instantiate(spec, config_json)))
+        .unwrap_or_else(|p| Err(CallError::new(FailureKind::Instantiate, panic_message(&*p))))
 }
 
 /// Turns the guest's answer into a step result, validating a replacement
@@ -839,9 +905,14 @@ impl FilterWorker {
                 return StepResult::Bypassed(None);
             };
             if !ws.version.as_ref().is_some_and(|w| Arc::ptr_eq(w, v)) {
-                if ws.version.is_some() {
+                if let Some(old) = &ws.version {
                     ws.instance = None;
-                    ws.next_reason = "swap";
+                    // The same version on optimized code, or a new version.
+                    ws.next_reason = if old.generation == v.generation && old.sha256 == v.sha256 {
+                        "optimized"
+                    } else {
+                        "swap"
+                    };
                 }
                 ws.version = Some(v.clone());
             }

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime::{Engine, ExternType, Module, ValType};
 
+use super::CallError;
 use super::cache::{ArtifactCache, Lookup};
-use super::engine::EngineSet;
-use super::instance::{CompState, CoreState, bindings, bindings_v0_1, bindings_v0_2};
+use super::engine::{CodeGen, EngineSet, Tier};
+use super::instance::{CompState, CoreState, Instance, InstanceSpec, bindings, bindings_v0_1, bindings_v0_2};
 use crate::metrics::Metrics;
 
 /// Which ABI a module speaks.
@@ -105,6 +106,8 @@ pub struct Version {
     pub generation: u64,
     pub path: PathBuf,
     pub kind: ModuleKind,
+    /// Which compiler made the code: baseline until Cranelift's is ready.
+    pub tier: Tier,
     /// Loaded from the artifact cache instead of compiled.
     pub from_cache: bool,
     /// Time to compile or load.
@@ -120,12 +123,18 @@ impl std::fmt::Debug for Version {
             .field("generation", &self.generation)
             .field("path", &self.path)
             .field("kind", &self.kind)
+            .field("tier", &self.tier)
             .field("from_cache", &self.from_cache)
             .finish()
     }
 }
 
 impl Version {
+    /// A new instance of this version, as a worker makes on its first event.
+    pub fn instantiate(&self, spec: &InstanceSpec, config_json: &str) -> Result<Instance, CallError> {
+        Instance::new(&self.engine, &self.code, spec, config_json)
+    }
+
     /// The first 12 hex digits of the sha256, for log lines.
     pub fn short(&self) -> &str {
         &self.sha256[..self.sha256.len().min(12)]
@@ -202,6 +211,11 @@ enum Compiled {
 }
 
 /// Compiles `bytes` (or loads the cached artifact) and links it.
+///
+/// With `quick` (a hot swap) and a baseline compiler in the set, a module not
+/// in the cache is compiled by Winch: the caller then calls [`optimize`] off
+/// the event path. A module Winch cannot compile goes to Cranelift at once.
+#[allow(clippy::too_many_arguments)]
 pub fn load(
     set: &EngineSet,
     bytes: &[u8],
@@ -210,71 +224,140 @@ pub fn load(
     generation: u64,
     cache: Option<&ArtifactCache>,
     metrics: &Metrics,
+    quick: bool,
 ) -> Result<Version, String> {
     let start = Instant::now();
     let kind = detect_kind(bytes)?;
-    let engine = set.engine();
-    let key = ArtifactCache::key(sha256, &set.key, kind);
-    let mut compiled = None;
-    if let Some(cache) = cache {
-        match cache.load(&key) {
-            Lookup::Hit(art) => {
-                // SAFETY: the artifact was written by this program (checked
-                // owner, permissions and checksum in `ArtifactCache::load`), and
-                // wasmtime checks that it was built by a compatible engine.
-                let r = match kind {
-                    ModuleKind::Component => unsafe { Component::deserialize(engine, &art) }.map(Compiled::Component),
-                    ModuleKind::Core => unsafe { Module::deserialize(engine, &art) }.map(Compiled::Core),
-                };
-                match r {
-                    Ok(c) => {
-                        metrics.filter_cache("hit");
-                        compiled = Some(c);
-                    }
-                    Err(e) => {
-                        metrics.filter_cache("invalid");
-                        tracing::warn!(cache = %cache.dir().display(), key, error = %format!("{e:#}"), "cached artifact not usable; compiling again");
-                    }
-                }
-            }
-            Lookup::Miss => metrics.filter_cache("miss"),
-            Lookup::Invalid(why) => {
-                metrics.filter_cache("invalid");
-                tracing::warn!(cache = %cache.dir().display(), key, reason = %why, "cached artifact not trusted; compiling again");
+    let cg = &set.optimized;
+    let key = ArtifactCache::key(sha256, &cg.key, kind);
+    let ident = Ident {
+        sha256,
+        path,
+        generation,
+        kind,
+    };
+    if let Some(c) = cache.and_then(|c| lookup(c, &key, cg, kind, metrics)) {
+        return link(cg, c, ident, true, start);
+    }
+    if quick && let Some(base) = &set.baseline {
+        match compile(base, kind, bytes) {
+            Ok(c) => return link(base, c, ident, false, start),
+            Err(e) => {
+                tracing::debug!(sha256, error = %e, "the baseline compiler cannot take this module; using Cranelift")
             }
         }
     }
-    let from_cache = compiled.is_some();
-    let compiled = match compiled {
-        Some(c) => c,
-        None => {
-            let c = match kind {
-                ModuleKind::Component => Component::from_binary(engine, bytes)
-                    .map(Compiled::Component)
-                    .map_err(|e| format!("does not compile: {e:#}"))?,
-                ModuleKind::Core => Module::from_binary(engine, bytes)
-                    .map(Compiled::Core)
-                    .map_err(|e| format!("does not compile: {e:#}"))?,
+    let c = compile(cg, kind, bytes)?;
+    if let Some(cache) = cache {
+        store(cache, &key, &c, metrics);
+    }
+    link(cg, c, ident, false, start)
+}
+
+/// Compiles a baseline version's module with Cranelift (and caches it): the
+/// same module, sha256 and generation, on optimized code.
+pub fn optimize(
+    set: &EngineSet,
+    baseline: &Version,
+    bytes: &[u8],
+    cache: Option<&ArtifactCache>,
+    metrics: &Metrics,
+) -> Result<Version, String> {
+    let start = Instant::now();
+    let cg = &set.optimized;
+    let c = compile(cg, baseline.kind, bytes)?;
+    if let Some(cache) = cache {
+        store(
+            cache,
+            &ArtifactCache::key(&baseline.sha256, &cg.key, baseline.kind),
+            &c,
+            metrics,
+        );
+    }
+    let ident = Ident {
+        sha256: &baseline.sha256,
+        path: baseline.path.clone(),
+        generation: baseline.generation,
+        kind: baseline.kind,
+    };
+    link(cg, c, ident, false, start)
+}
+
+/// What names a version, whichever code it runs.
+struct Ident<'a> {
+    sha256: &'a str,
+    path: PathBuf,
+    generation: u64,
+    kind: ModuleKind,
+}
+
+/// The cached artifact for `key`, if there is a usable one.
+fn lookup(cache: &ArtifactCache, key: &str, cg: &CodeGen, kind: ModuleKind, metrics: &Metrics) -> Option<Compiled> {
+    match cache.load(key) {
+        Lookup::Hit(art) => {
+            // SAFETY: the artifact was written by this program (checked
+            // owner, permissions and checksum in `ArtifactCache::load`), and
+            // wasmtime checks that it was built by a compatible engine.
+            let r = match kind {
+                ModuleKind::Component => unsafe { Component::deserialize(&cg.engine, &art) }.map(Compiled::Component),
+                ModuleKind::Core => unsafe { Module::deserialize(&cg.engine, &art) }.map(Compiled::Core),
             };
-            if let Some(cache) = cache {
-                let art = match &c {
-                    Compiled::Component(c) => c.serialize(),
-                    Compiled::Core(m) => m.serialize(),
-                };
-                match art.map_err(|e| format!("{e:#}")).and_then(|a| cache.store(&key, &a)) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        metrics.filter_cache("write_failed");
-                        tracing::warn!(cache = %cache.dir().display(), error = %e, "cannot cache the compiled module");
-                    }
+            match r {
+                Ok(c) => {
+                    metrics.filter_cache("hit");
+                    Some(c)
+                }
+                Err(e) => {
+                    metrics.filter_cache("invalid");
+                    tracing::warn!(cache = %cache.dir().display(), key, error = %format!("{e:#}"), "cached artifact not usable; compiling again");
+                    None
                 }
             }
-            c
         }
+        Lookup::Miss => {
+            metrics.filter_cache("miss");
+            None
+        }
+        Lookup::Invalid(why) => {
+            metrics.filter_cache("invalid");
+            tracing::warn!(cache = %cache.dir().display(), key, reason = %why, "cached artifact not trusted; compiling again");
+            None
+        }
+    }
+}
+
+fn compile(cg: &CodeGen, kind: ModuleKind, bytes: &[u8]) -> Result<Compiled, String> {
+    match kind {
+        ModuleKind::Component => Component::from_binary(&cg.engine, bytes).map(Compiled::Component),
+        ModuleKind::Core => Module::from_binary(&cg.engine, bytes).map(Compiled::Core),
+    }
+    .map_err(|e| format!("does not compile: {e:#}"))
+}
+
+/// Writes a compiled module to the cache; a failure is logged, not fatal.
+fn store(cache: &ArtifactCache, key: &str, c: &Compiled, metrics: &Metrics) {
+    let art = match c {
+        Compiled::Component(c) => c.serialize(),
+        Compiled::Core(m) => m.serialize(),
     };
+    if let Err(e) = art.map_err(|e| format!("{e:#}")).and_then(|a| cache.store(key, &a)) {
+        metrics.filter_cache("write_failed");
+        tracing::warn!(cache = %cache.dir().display(), error = %e, "cannot cache the compiled module");
+    }
+}
+
+/// Links compiled code against the generator's linker: a [`Version`].
+fn link(
+    cg: &CodeGen,
+    compiled: Compiled,
+    ident: Ident<'_>,
+    from_cache: bool,
+    start: Instant,
+) -> Result<Version, String> {
+    let engine = &cg.engine;
     let code = match compiled {
         Compiled::Component(c) => {
-            let pre = set
+            let pre = cg
                 .component_linker
                 .instantiate_pre(&c)
                 .map_err(|e| format!("cannot be linked: {e:#}"))?;
@@ -293,7 +376,7 @@ pub fn load(
         }
         Compiled::Core(m) => {
             let exports = check_core_exports(&m)?;
-            let pre = set
+            let pre = cg
                 .core_linker
                 .instantiate_pre(&m)
                 .map_err(|e| format!("cannot be linked: {e:#}"))?;
@@ -301,10 +384,11 @@ pub fn load(
         }
     };
     Ok(Version {
-        sha256: Arc::from(sha256),
-        generation,
-        path,
-        kind,
+        sha256: Arc::from(ident.sha256),
+        generation: ident.generation,
+        path: ident.path,
+        kind: ident.kind,
+        tier: cg.tier,
         from_cache,
         load_time: start.elapsed(),
         engine: engine.clone(),

@@ -288,6 +288,7 @@ fn run_with_config(module: &Path, fc: &FilterConfig, spec: &InstanceSpec, config
         let wasm = WasmConfig {
             pooling: false,
             cache: true,
+            tiered: false,
             ..WasmConfig::default()
         };
         let set = EngineSet::new(&wasm, fc.max_stack, fc.memory_limit)?;
@@ -304,6 +305,7 @@ fn run_with_config(module: &Path, fc: &FilterConfig, spec: &InstanceSpec, config
             1,
             cache.as_ref(),
             &Metrics::new(),
+            false,
         )?;
         let mut inst = match Instance::new(&v.engine, &v.code, spec, config) {
             Ok(i) => i,
@@ -421,6 +423,7 @@ pub fn filter_check(module: &Path, config: Option<&Path>, out: &mut dyn Write) -
     let wasm = WasmConfig {
         pooling: false,
         cache: false,
+        tiered: false,
         ..WasmConfig::default()
     };
     let set = EngineSet::new(&wasm, fc.max_stack, fc.memory_limit).map_err(|e| anyhow!(e))?;
@@ -503,7 +506,16 @@ pub fn filter_check(module: &Path, config: Option<&Path>, out: &mut dyn Write) -
         }
     }
     if problems.is_empty() {
-        match module::load(&set, &bytes, &sha, module.to_path_buf(), 1, None, &Metrics::new()) {
+        match module::load(
+            &set,
+            &bytes,
+            &sha,
+            module.to_path_buf(),
+            1,
+            None,
+            &Metrics::new(),
+            false,
+        ) {
             Ok(v) => {
                 writeln!(out, "link:     ok")?;
                 let spec = InstanceSpec {

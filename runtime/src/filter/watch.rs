@@ -184,7 +184,7 @@ fn completes_a_write(kind: &EventKind, name: &OsStr) -> bool {
 }
 
 /// Checks `ids` in order; stops early when asked to.
-fn check_all(inner: &Inner, ids: impl IntoIterator<Item = FilterId>, stop: &AtomicBool) -> bool {
+fn check_all(inner: &Arc<Inner>, ids: impl IntoIterator<Item = FilterId>, stop: &AtomicBool) -> bool {
     let mut ids: Vec<FilterId> = ids.into_iter().collect();
     ids.sort();
     ids.dedup();
