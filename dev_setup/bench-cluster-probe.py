@@ -18,13 +18,17 @@
          RSS over the stream: prints "rss_mib@25% rss_mib@50% rss_mib@75%
          rss_mib@100%", the VmRSS of the first sample at which the lines
          written reached N + k/4 × (M - N), to show whether it stays flat.
-  swap   --module M --a A --b B --out DIR --log LOG --runs K [--timeout S]
+  swap   --module M --a A --b B --out DIR --log LOG --runs K [--fresh] [--timeout S]
          Hot-swap latency: K times, puts B in place of module M (copy to a temp
          file in M's directory, rename over M) and times rename → the first
          output line that only B keeps (type Normal: A is the Warning-only
          filter), and rename → the collector's "filter module swapped" log line
          (JSON log); then puts A back and waits until the stream settles.
-         Prints one "visible_ms logged_ms load_ms from_cache" line per run.
+         --fresh: each run's B is a new build (B's bytes plus a custom section
+         naming the run), so no swap finds it in the compiled-module cache.
+         Prints one "visible_ms logged_ms load_ms from_cache tier optimized_ms"
+         line per run (optimized_ms: rename → "filter module optimized", -1 if
+         the swap was not on baseline code).
   stats  prints "median min max" of the numbers on stdin.
 """
 
@@ -158,13 +162,14 @@ def cmd_curve(a):
     return 0
 
 
-def log_swaps(log_path, after):
-    """(timestamp, load_ms, from_cache) of the swap log lines written after `after` (epoch s)."""
+def log_swaps(log_path, after, what="filter module swapped"):
+    """(timestamp, load_ms, from_cache, tier) of the log lines containing `what`
+    written after `after` (epoch s)."""
     out = []
     try:
         with open(log_path, errors="replace") as f:
             for line in f:
-                if "filter module swapped" not in line:
+                if what not in line:
                     continue
                 try:
                     rec = json.loads(line)
@@ -175,7 +180,7 @@ def log_swaps(log_path, after):
                     continue
                 fields = rec.get("fields", {})
                 load = str(fields.get("load_time", ""))
-                out.append((ts, parse_debug_duration_ms(load), fields.get("from_cache")))
+                out.append((ts, parse_debug_duration_ms(load), fields.get("from_cache"), fields.get("tier", "optimized")))
     except FileNotFoundError:
         pass
     return out
@@ -200,9 +205,36 @@ def is_normal(line):
         return False
 
 
-def put_in_place(src, module):
+def leb128(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def new_build(src, run):
+    """`src`'s bytes plus a custom section (id 0) naming the run: the same code,
+    a new sha256. Custom sections may end a core module and a component alike."""
+    with open(src, "rb") as f:
+        wasm = f.read()
+    name = b"event-collector-bench"
+    payload = f"run {run} at {time.time():.6f}".encode()
+    body = leb128(len(name)) + name + payload
+    return wasm + b"\x00" + leb128(len(body)) + body
+
+
+def put_in_place(src, module, data=None):
     tmp = os.path.join(os.path.dirname(module), ".incoming.wasm.tmp")
-    shutil.copyfile(src, tmp)
+    if data is None:
+        shutil.copyfile(src, tmp)
+    else:
+        with open(tmp, "wb") as f:
+            f.write(data)
     t = time.time()
     os.rename(tmp, module)
     return t
@@ -211,7 +243,7 @@ def put_in_place(src, module):
 def cmd_swap(a):
     counter = LineCounter(a.out)
     counter.poll()
-    for _ in range(a.runs):
+    for run in range(a.runs):
         # A back in place, then wait until no Normal event has come out for a while.
         put_in_place(a.a, a.module)
         quiet_since = time.time()
@@ -227,7 +259,7 @@ def cmd_swap(a):
             time.sleep(0.01)
         # B in place: the first Normal event out is B's.
         counter.poll()
-        t0 = put_in_place(a.b, a.module)
+        t0 = put_in_place(a.b, a.module, new_build(a.b, run) if a.fresh else None)
         visible = None
         deadline = t0 + a.timeout
         while visible is None and time.time() < deadline:
@@ -247,8 +279,20 @@ def cmd_swap(a):
             if swaps:
                 break
             time.sleep(0.01)
-        logged, load, cached = swaps[0] if swaps else (float("nan"), -1.0, None)
-        print(f"{(visible - t0) * 1e3:.1f} {(logged - t0) * 1e3:.1f} {load:.1f} {str(cached).lower()}", flush=True)
+        logged, load, cached, tier = swaps[0] if swaps else (float("nan"), -1.0, None, "?")
+        optimized_ms = -1.0
+        if tier == "baseline":
+            # Cranelift's code takes over in the background: wait for that line.
+            for _ in range(3000):
+                done = log_swaps(a.log, t0, "filter module optimized")
+                if done:
+                    optimized_ms = (done[0][0] - t0) * 1e3
+                    break
+                time.sleep(0.01)
+        print(
+            f"{(visible - t0) * 1e3:.1f} {(logged - t0) * 1e3:.1f} {load:.1f} {str(cached).lower()} {tier} {optimized_ms:.1f}",
+            flush=True,
+        )
     return 0
 
 
@@ -287,6 +331,7 @@ def main():
     s.add_argument("--out", required=True)
     s.add_argument("--log", required=True)
     s.add_argument("--runs", type=int, default=5)
+    s.add_argument("--fresh", action="store_true")
     s.add_argument("--settle", type=float, default=1.0)
     s.add_argument("--timeout", type=float, default=60)
     sub.add_parser("stats")

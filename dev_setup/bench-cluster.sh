@@ -332,45 +332,57 @@ fi
 if want swap; then
   s="$work/swap"; rm -rf "$s"; mkdir -p "$s/modules"
   a="$root/filters/rust-warning-only/rust-warning-only.wasm"
-  b="$root/filters/assemblyscript-max-message/assemblyscript-max-message.wasm"
+  enrich="$root/filters/rust-enrich-team/rust-enrich-team.wasm"
+  asc="$root/filters/assemblyscript-max-message/assemblyscript-max-message.wasm"
   "$bin" generate --kubeconfig "$kc_admin" --namespace swap --api core/v1 --scenario mixed \
     --rate "${SWAP_RATE:-300}" --count 100000000 > /dev/null 2> "$s/gen.log" &
   bg_pids+=($!)
   : > "$results"
-  for debounce in 200ms 10ms; do
-    log "hot swap: $swap_runs swaps with watch_debounce = $debounce"
-    rm -rf "$s/out" "$s/state"
+  # label | module B | a new build per swap | [wasm] tiered
+  rows=(
+    "Rust enricher (component, 138 KiB), a new build each swap|$enrich|fresh|true"
+    "AssemblyScript filter (core module, 8 KiB), a new build each swap|$asc|fresh|true"
+    "Rust enricher, a new build each swap, \`tiered = false\`|$enrich|fresh|false"
+    "Rust enricher, the same build each swap (cached after the first)|$enrich|same|true"
+  )
+  for row in "${rows[@]}"; do
+    IFS='|' read -r label b fresh tiered <<< "$row"
+    log "hot swap: $swap_runs swaps: $label"
+    rm -rf "$s/out" "$s/state" "$s/wasm-cache"
     cp "$a" "$s/modules/filter.wasm"
-    rm -rf "$s/wasm-cache"
     SOURCE_EXTRA='namespaces = ["swap"]' VOLUME_EXTRA='batch_timeout = "5ms"' ROUTE_EXTRA='filters = ["chosen"]' \
-      TAIL_EXTRA="$(printf '[wasm]\ncache_dir = "%s"\nwatch_debounce = "%s"\n\n[[filters]]\nname = "chosen"\nmodule = "%s"\n' \
-        "$s/wasm-cache" "$debounce" "$s/modules/filter.wasm")" \
+      TAIL_EXTRA="$(printf '[wasm]\ncache_dir = "%s"\ntiered = %s\n\n[[filters]]\nname = "chosen"\nmodule = "%s"\n' \
+        "$s/wasm-cache" "$tiered" "$s/modules/filter.wasm")" \
       collector_config "$s/c.toml" "core/v1" "$s/out" "$s/state"
-    start_collector "$s/c.toml" "$s/log-$debounce"
+    start_collector "$s/c.toml" "$s/log"
     python3 "$probe" watch --pid "$cpid" --out "$s/out" --target 20 --timeout 120 > /dev/null \
-      || { tail -20 "$s/log-$debounce" >&2; exit 1; }
-    python3 "$probe" swap --module "$s/modules/filter.wasm" --a "$a" --b "$b" --out "$s/out" \
-      --log "$s/log-$debounce" --runs "$swap_runs" > "$s/runs-$debounce" \
-      || { tail -20 "$s/log-$debounce" >&2; exit 1; }
+      || { tail -20 "$s/log" >&2; exit 1; }
+    fresh_flag=(); [ "$fresh" = fresh ] && fresh_flag=(--fresh)
+    python3 "$probe" swap --module "$s/modules/filter.wasm" --a "$a" --b "$b" "${fresh_flag[@]}" --out "$s/out" \
+      --log "$s/log" --runs "$swap_runs" > "$s/runs" \
+      || { tail -20 "$s/log" >&2; exit 1; }
     stop_collector
-    cat "$s/runs-$debounce" >&2
-    vis=$(cut -d' ' -f1 "$s/runs-$debounce" | stats)
-    logd=$(cut -d' ' -f2 "$s/runs-$debounce" | stats)
-    loadt=$(cut -d' ' -f3 "$s/runs-$debounce" | stats)
-    printf '| %s | %s | %s | %s | %s |\n' "$debounce" "$(fmt_stats "$vis")" "$(fmt_stats "$logd")" \
-      "$(fmt_stats "$loadt")" "$(head -1 "$s/runs-$debounce" | cut -d' ' -f1)" >> "$results"
+    cat "$s/runs" >&2
+    vis=$(cut -d' ' -f1 "$s/runs" | stats)
+    logd=$(cut -d' ' -f2 "$s/runs" | stats)
+    loadt=$(cut -d' ' -f3 "$s/runs" | stats)
+    tiers=$(cut -d' ' -f5 "$s/runs" | sort | uniq -c | awk '{printf "%s%s %s", (NR>1?", ":""), $1, $2}')
+    opt=$(awk '$6 >= 0 {print $6}' "$s/runs")
+    if [ -n "$opt" ]; then opt_cell=$(fmt_stats "$(stats <<< "$opt")"); else opt_cell="–"; fi
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$(fmt_stats "$vis")" "$(fmt_stats "$logd")" \
+      "$(fmt_stats "$loadt")" "$tiers" "$opt_cell" >> "$results"
   done
   {
     echo "### Figure 5: WASM hot swap"
     echo
     measured swap
-    echo "| \`[wasm] watch_debounce\` | rename → first event of the new version in the output, ms (median, min–max) | rename → \"filter module swapped\" logged, ms | compile + validate (\`load_time\`), ms | first swap (cold compile), ms |"
-    echo "|---|---|---|---|---|"
+    echo "| version B swapped in | rename → first event of B in the output, ms (median, min–max) | rename → \"filter module swapped\" logged, ms | compile + link (\`load_time\`), ms | code B started on | rename → \"filter module optimized\" (Cranelift's code in use), ms |"
+    echo "|---|---|---|---|---|---|"
     cat "$results"
     echo
-    echo "- $swap_runs swaps per row of the Rust Warning-only filter (A) by the AssemblyScript max-length filter (B), renamed over the module file while \`generate\` creates ${SWAP_RATE:-300} events/s (mixed scenario, Normal and Warning); the first Normal event in the output is B's. Between swaps A is put back and the stream settles for 1 s; the first swap compiles B, the others find it in the compiled-module cache"
-    echo "- the output is the Volume file with \`batch_timeout = \"5ms\"\`, polled every 1 ms; load average: $(loadavg)"
-    echo "- the rename onto the module's name ends the debounce early (the write is known complete), so both rows measure that path; \`watch_debounce\` only applies to changes not known complete (an in-place write without a close event, a deletion)"
+    echo "- $swap_runs swaps per row: the Rust Warning-only filter (A) is replaced by B, renamed over the module file, while \`generate\` creates ${SWAP_RATE:-300} events/s (mixed scenario, Normal and Warning); the first Normal event in the output is B's. Between swaps A is put back (from the cache) and the stream settles for 1 s"
+    echo "- \"a new build each swap\": B's bytes plus a custom section naming the run, so every swap is a cold compile, as when a user ships a new version of a filter; default \`[wasm] tiered = true\`: such a module starts on Winch's baseline code and moves to Cranelift's when that is compiled and validated in the background"
+    echo "- the output is the Volume file with \`batch_timeout = \"5ms\"\`, polled every 1 ms; the rename ends the debounce at once (the write is known complete); load average: $(loadavg)"
     echo "- target: ≤ 100 ms"
     echo
   } > "$work/fig-swap.md"
