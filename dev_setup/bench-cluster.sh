@@ -71,7 +71,7 @@ else
   cargo build -q --locked --profile "$profile" -p event-collector --bin event-collector
 fi
 if want swap; then
-  bash dev_setup/build-filters.sh rust-warning-only assemblyscript-max-message >/dev/null
+  bash dev_setup/build-filters.sh rust-warning-only rust-enrich-team assemblyscript-max-message >/dev/null
 fi
 
 work="$(mktemp -d /tmp/ec-bench-cluster-XXXXXX)"
