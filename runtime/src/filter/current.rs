@@ -16,7 +16,8 @@ use crate::event::{Api, Event, ObjectRef, WatchType};
 /// The JSON of the event as it is now: the caller's bytes until a filter
 /// changes the event, then serialized on demand into a reused buffer.
 pub struct EventJson<'a> {
-    caller: Option<&'a str>,
+    /// Checked to be UTF-8 only when a filter reads it (most 0.3 calls do not).
+    caller: Option<&'a [u8]>,
     buf: Vec<u8>,
     /// `buf` holds the event as it is now.
     valid: bool,
@@ -25,7 +26,7 @@ pub struct EventJson<'a> {
 impl<'a> EventJson<'a> {
     /// `caller`: the event already serialized, if the caller has it; `buf`: a
     /// buffer to reuse.
-    pub fn new(caller: Option<&'a str>, buf: Vec<u8>) -> Self {
+    pub fn new(caller: Option<&'a [u8]>, buf: Vec<u8>) -> Self {
         EventJson {
             caller,
             buf,
@@ -36,7 +37,11 @@ impl<'a> EventJson<'a> {
     /// The JSON of `ev` (which must be the event this tracks).
     pub fn get(&mut self, ev: &Event) -> &str {
         if let Some(j) = self.caller {
-            return j;
+            match std::str::from_utf8(j) {
+                Ok(j) => return j,
+                // Not text: serialized here instead, as if the caller had none.
+                Err(_) => self.caller = None,
+            }
         }
         if !self.valid {
             serialize_into(&mut self.buf, ev);
@@ -194,9 +199,18 @@ mod tests {
     #[test]
     fn the_callers_json_is_used_but_not_reported_as_ours() {
         let e = ev("a");
-        let mut j = EventJson::new(Some("{\"given\":1}"), Vec::new());
+        let mut j = EventJson::new(Some(b"{\"given\":1}"), Vec::new());
         assert_eq!(j.get(&e), "{\"given\":1}");
         assert!(j.serialized().is_none());
+    }
+
+    #[test]
+    fn callers_bytes_that_are_not_utf8_are_replaced_by_the_event_serialized() {
+        let e = ev("a");
+        let mut j = EventJson::new(Some(b"{\"given\":\"\xff\"}"), Vec::new());
+        let got = j.get(&e).to_string();
+        assert!(got.contains("\"uid\":\"a\""), "{got}");
+        assert_eq!(j.serialized(), Some(got.as_bytes()), "ours now, for the record");
     }
 
     #[test]

@@ -744,10 +744,7 @@ impl FilterWorker {
     /// event is lent to the instance for the call (a 0.3 component reads it
     /// through `host.event`) and is unchanged when this returns.
     pub fn call(&mut self, id: FilterId, event: &mut Event, json: Option<&[u8]>) -> StepResult {
-        let mut src = EventJson::new(
-            json.and_then(|j| std::str::from_utf8(j).ok()),
-            std::mem::take(&mut self.json),
-        );
+        let mut src = EventJson::new(json, std::mem::take(&mut self.json));
         let r = self.step(id, event, &mut src, None);
         self.finish(src);
         r
@@ -784,10 +781,7 @@ impl FilterWorker {
         json: Option<&[u8]>,
         trace: Option<&mut Vec<StepTrace>>,
     ) -> ChainOutcome {
-        let mut src = EventJson::new(
-            json.and_then(|j| std::str::from_utf8(j).ok()),
-            std::mem::take(&mut self.json),
-        );
+        let mut src = EventJson::new(json, std::mem::take(&mut self.json));
         let outcome = self.run_steps(chain, event, &mut src, trace);
         self.finish(src);
         outcome
