@@ -158,6 +158,7 @@ impl Transform {
             self.switch(chains, filters);
             out.switch = Some(Box::new(queues));
         }
+        crate::process_memory::count_events(items.len());
         for r in items {
             let taken = &routes[r.routes.start as usize..r.routes.end as usize];
             self.event(r.seq, r.pending, r.event, taken, out);
