@@ -27,6 +27,9 @@ const QUIET_BELOW_PER_SEC: u64 = 5_000;
 const BUSY_ABOVE_PER_SEC: u64 = 10_000;
 /// How often the event rate is looked at.
 const RATE_INTERVAL: Duration = Duration::from_millis(250);
+/// Intervals in a row below [`QUIET_BELOW_PER_SEC`] before the rate counts as
+/// low (a start-up with no events yet, then a replay at full speed, is not quiet).
+const QUIET_AFTER: u8 = 2;
 
 /// What decides the purge delay: the lists running now, whether the event
 /// rate is low, and whether the delay is ours to change (not set by
@@ -37,6 +40,8 @@ struct Lists {
     ours: bool,
     /// The event rate is below [`QUIET_BELOW_PER_SEC`] (until it passes [`BUSY_ABOVE_PER_SEC`]).
     quiet: bool,
+    /// Intervals in a row below [`QUIET_BELOW_PER_SEC`].
+    low: u8,
 }
 
 impl Lists {
@@ -70,9 +75,13 @@ impl Lists {
     fn rate(&mut self, per_sec: u64) -> Option<std::os::raw::c_long> {
         self.update(|l| {
             if per_sec < QUIET_BELOW_PER_SEC {
-                l.quiet = true;
-            } else if per_sec > BUSY_ABOVE_PER_SEC {
-                l.quiet = false;
+                l.low = l.low.saturating_add(1);
+                l.quiet |= l.low >= QUIET_AFTER;
+            } else {
+                l.low = 0;
+                if per_sec > BUSY_ABOVE_PER_SEC {
+                    l.quiet = false;
+                }
             }
         })
     }
@@ -82,6 +91,7 @@ static LISTS: Mutex<Lists> = Mutex::new(Lists {
     running: 0,
     ours: false,
     quiet: false,
+    low: 0,
 });
 
 /// Events taken by the pipeline since start (for the rate).
@@ -89,8 +99,8 @@ static EVENTS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts `n` events taken by the pipeline (one relaxed add per batch).
 ///
-/// While fewer than 5,000 events/s come (a watch of a live cluster, almost
-/// always), freed memory goes back to the OS at once, as during a list: the
+/// While fewer than 5,000 events/s come (for 500 ms in a row: a watch of a
+/// live cluster, almost always), freed memory goes back to the OS at once, as during a list: the
 /// 100 ms mimalloc would keep is memory for nothing at that rate (steady RSS
 /// of a 200k-event stream at ~1,000 events/s: 41.2 → 37.6 MiB), and the CPU
 /// it costs, ~2 µs per event, is ~1% of a core at most. Above 10,000
@@ -227,7 +237,7 @@ mod tests {
         let mut l = Lists {
             running: 0,
             ours: true,
-            quiet: false,
+            ..Lists::default()
         };
         assert_eq!(l.start(), Some(LIST_PURGE_DELAY_MS));
         assert_eq!(l.start(), None, "already at the list's delay");
@@ -243,24 +253,26 @@ mod tests {
         let mut l = Lists {
             running: 0,
             ours: true,
-            quiet: false,
+            ..Lists::default()
         };
+        assert_eq!(l.rate(0), None, "one low interval (a start-up) is not quiet yet");
         assert_eq!(l.rate(50_000), None, "busy: 100 ms already");
-        assert_eq!(l.rate(800), Some(LIST_PURGE_DELAY_MS));
+        assert_eq!(l.rate(800), None);
+        assert_eq!(l.rate(800), Some(LIST_PURGE_DELAY_MS), "two low intervals in a row");
         assert_eq!(l.rate(7_000), None, "between the two marks: stays quiet");
         assert_eq!(l.rate(12_000), Some(PURGE_DELAY_MS));
         assert_eq!(l.rate(7_000), None, "between the two marks: stays busy");
         // A list while quiet changes nothing; the list's end leaves it quiet.
-        assert_eq!(l.rate(0), Some(LIST_PURGE_DELAY_MS));
+        assert_eq!((l.rate(0), l.rate(0)), (None, Some(LIST_PURGE_DELAY_MS)));
         assert_eq!((l.start(), l.end()), (None, None));
         // A list while busy: at once during it, 100 ms after it.
         assert_eq!(l.rate(20_000), Some(PURGE_DELAY_MS));
         assert_eq!(l.start(), Some(LIST_PURGE_DELAY_MS));
-        assert_eq!(l.rate(0), None, "the list already set it");
+        assert_eq!((l.rate(0), l.rate(0)), (None, None), "the list already set it");
         assert_eq!(l.end(), None, "quiet now: stays at once");
         // Left alone when MIMALLOC_PURGE_DELAY set it.
         let mut l = Lists::default();
-        assert_eq!((l.rate(0), l.rate(50_000)), (None, None));
+        assert_eq!((l.rate(0), l.rate(0), l.rate(50_000)), (None, None, None));
     }
 
     #[test]
