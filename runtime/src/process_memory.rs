@@ -100,11 +100,12 @@ static EVENTS: AtomicU64 = AtomicU64::new(0);
 /// Counts `n` events taken by the pipeline (one relaxed add per batch).
 ///
 /// While fewer than 5,000 events/s come (for 500 ms in a row: a watch of a
-/// live cluster, almost always), freed memory goes back to the OS at once, as during a list: the
-/// 100 ms mimalloc would keep is memory for nothing at that rate (steady RSS
-/// of a 200k-event stream at ~1,000 events/s: 41.2 → 37.6 MiB), and the CPU
-/// it costs, ~2 µs per event, is ~1% of a core at most. Above 10,000
-/// events/s (a catch-up, a replay, a burst) the 100 ms delay comes back.
+/// live cluster, almost always), freed memory goes back to the OS at once,
+/// as during a list: the 100 ms mimalloc would keep is memory for nothing at
+/// that rate (steady RSS of a 200k-event stream at ~600 events/s: 41.2 →
+/// 38.8 MiB), and the CPU it costs, ~2 µs per event, is ~1% of a core at
+/// most. Above 10,000 events/s (a catch-up, a replay, a burst) the 100 ms
+/// delay comes back.
 pub fn count_events(n: usize) {
     EVENTS.fetch_add(n as u64, Ordering::Relaxed);
 }
