@@ -3,7 +3,7 @@
 //!
 //! Each engine set has two code generators ([`CodeGen`]): Cranelift, which
 //! every module ends up on, and (with `[wasm] tiered`, on x86-64) Winch, a
-//! baseline compiler about ten times faster that a hot-swapped module runs on
+//! baseline compiler 3-5× faster to compile, that a hot-swapped module runs on
 //! while Cranelift compiles it in the background (see `host.rs`).
 //!
 //! `max_wasm_stack` is an engine setting in wasmtime, so filters with different

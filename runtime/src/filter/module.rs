@@ -247,11 +247,7 @@ pub fn load(
             }
         }
     }
-    let c = compile(cg, kind, bytes)?;
-    if let Some(cache) = cache {
-        store(cache, &key, &c, metrics);
-    }
-    link(cg, c, ident, false, start)
+    optimized(set, ident, bytes, cache, metrics, start)
 }
 
 /// Compiles a baseline version's module with Cranelift (and caches it): the
@@ -263,23 +259,34 @@ pub fn optimize(
     cache: Option<&ArtifactCache>,
     metrics: &Metrics,
 ) -> Result<Version, String> {
-    let start = Instant::now();
-    let cg = &set.optimized;
-    let c = compile(cg, baseline.kind, bytes)?;
-    if let Some(cache) = cache {
-        store(
-            cache,
-            &ArtifactCache::key(&baseline.sha256, &cg.key, baseline.kind),
-            &c,
-            metrics,
-        );
-    }
     let ident = Ident {
         sha256: &baseline.sha256,
         path: baseline.path.clone(),
         generation: baseline.generation,
         kind: baseline.kind,
     };
+    optimized(set, ident, bytes, cache, metrics, Instant::now())
+}
+
+/// Compiles with Cranelift, caches the artifact and links it.
+fn optimized(
+    set: &EngineSet,
+    ident: Ident<'_>,
+    bytes: &[u8],
+    cache: Option<&ArtifactCache>,
+    metrics: &Metrics,
+    start: Instant,
+) -> Result<Version, String> {
+    let cg = &set.optimized;
+    let c = compile(cg, ident.kind, bytes)?;
+    if let Some(cache) = cache {
+        store(
+            cache,
+            &ArtifactCache::key(ident.sha256, &cg.key, ident.kind),
+            &c,
+            metrics,
+        );
+    }
     link(cg, c, ident, false, start)
 }
 

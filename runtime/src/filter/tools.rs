@@ -15,7 +15,7 @@ use wasmtime::component::types::ComponentItem;
 
 use super::engine::EngineSet;
 use super::host::{FilterHost, HostOptions};
-use super::instance::{Instance, InstanceSpec};
+use super::instance::InstanceSpec;
 use super::module::{self, ModuleKind, check_core_exports, detect_kind};
 use super::vectors::{self, Expect};
 use super::{StepResult, cache::sha256_hex};
@@ -307,7 +307,7 @@ fn run_with_config(module: &Path, fc: &FilterConfig, spec: &InstanceSpec, config
             &Metrics::new(),
             false,
         )?;
-        let mut inst = match Instance::new(&v.engine, &v.code, spec, config) {
+        let mut inst = match v.instantiate(spec, config) {
             Ok(i) => i,
             Err(e) => return Ok(StepResult::Failed(e)),
         };
@@ -526,7 +526,7 @@ pub fn filter_check(module: &Path, config: Option<&Path>, out: &mut dyn Write) -
                     init_ticks: super::engine::NO_DEADLINE,
                     inherit_stdio: true,
                 };
-                match Instance::new(&v.engine, &v.code, &spec, &fc.config_json) {
+                match v.instantiate(&spec, &fc.config_json) {
                     Ok(_) => writeln!(out, "init:     ok (config {})", fc.config_json)?,
                     Err(e) => {
                         writeln!(out, "init:     FAILED: {}", e.message)?;
