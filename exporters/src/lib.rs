@@ -13,6 +13,7 @@ pub mod stdout;
 pub mod units;
 pub mod volume;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,8 +25,10 @@ pub use delivered::Delivered;
 /// Everything else stays inside [`Record::json`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordFields {
-    pub cluster: String,
-    pub api: String,
+    /// Shared with every event of the run (no copy per event).
+    pub cluster: Arc<str>,
+    /// `core/v1` or `events.k8s.io/v1` (a constant, no copy per event).
+    pub api: Cow<'static, str>,
     pub uid: String,
     pub resource_version: String,
     pub namespace: String,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use event_collector::config::Config;
+use event_collector::event::json::write_event;
 use event_collector::event::{Api, Event, NormalizeOptions, RawEvent, WatchType, normalize};
 use event_collector::generate::{GenApi, GenOptions, Scenario, to_writer};
 use event_collector::pipeline::to_record;
@@ -182,6 +183,22 @@ fn bench(c: &mut Criterion) {
         let ev = normalized(*api, raw);
         g.bench_function(format!("serialize to the exporters' record ({name})"), |b| {
             b.iter(|| black_box(to_record(black_box(&ev))))
+        });
+        // The event's JSON alone, by the collector's writer and by serde_json (pipeline optimisation 14).
+        let mut buf = Vec::with_capacity(4096);
+        g.bench_function(format!("serialize: event JSON by write_event ({name})"), |b| {
+            b.iter(|| {
+                buf.clear();
+                write_event(&mut buf, black_box(&ev));
+                black_box(buf.len())
+            })
+        });
+        g.bench_function(format!("serialize: event JSON by serde_json ({name})"), |b| {
+            b.iter(|| {
+                buf.clear();
+                let _ = serde_json::to_writer(&mut buf, black_box(&ev));
+                black_box(buf.len())
+            })
         });
     }
 

@@ -1103,10 +1103,10 @@ pub fn message_key(key: KeyField, f: &RecordFields) -> Option<&str> {
 /// The headers of a record's message, in order.
 pub fn header_pairs(f: &RecordFields) -> [(&'static str, Cow<'_, str>); 5] {
     [
-        ("cluster", Cow::Borrowed(f.cluster.as_str())),
+        ("cluster", Cow::Borrowed(&f.cluster)),
         ("type", Cow::Borrowed(f.event_type.as_str())),
         ("reason", Cow::Borrowed(f.reason.as_str())),
-        ("api", Cow::Borrowed(f.api.as_str())),
+        ("api", Cow::Borrowed(&f.api)),
         ("schema_version", Cow::Owned(f.schema_version.to_string())),
     ]
 }

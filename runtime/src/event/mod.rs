@@ -5,6 +5,7 @@
 //! one conversion between them ([`normalize`]). Everything downstream —
 //! filters, routes, exporters — sees only [`Event`].
 
+pub mod json;
 pub mod normalize;
 pub mod raw;
 

@@ -69,8 +69,7 @@ impl<'a> EventJson<'a> {
 
 fn serialize_into(buf: &mut Vec<u8>, ev: &Event) {
     buf.clear();
-    // Serializing the Event (strings, maps, numbers) cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, ev);
+    crate::event::json::write_event(buf, ev);
 }
 
 /// What a 0.3 component's store holds: during `process`, the event (lent

@@ -247,8 +247,8 @@ where
 /// The fields exporters key on, taken from the event once.
 fn record_fields(ev: &Event) -> RecordFields {
     RecordFields {
-        cluster: ev.cluster.to_string(),
-        api: ev.api.as_str().to_string(),
+        cluster: ev.cluster.clone(),
+        api: ev.api.as_str().into(),
         uid: ev.uid.clone(),
         resource_version: ev.resource_version.clone(),
         namespace: ev.namespace.clone(),
@@ -265,8 +265,8 @@ fn record_fields(ev: &Event) -> RecordFields {
 /// [`record_fields`], moving the strings out of an event no longer needed.
 fn record_fields_from(ev: Event) -> RecordFields {
     RecordFields {
-        cluster: ev.cluster.to_string(),
-        api: ev.api.as_str().to_string(),
+        cluster: ev.cluster,
+        api: ev.api.as_str().into(),
         uid: ev.uid,
         resource_version: ev.resource_version,
         namespace: ev.namespace,
@@ -310,8 +310,7 @@ fn serialize(ev: &Event) -> Vec<u8> {
     }
     SCRATCH.with_borrow_mut(|buf| {
         buf.clear();
-        // Serializing a struct of strings, maps and numbers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, ev);
+        crate::event::json::write_event(buf, ev);
         buf.to_vec()
     })
 }

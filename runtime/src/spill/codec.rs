@@ -25,7 +25,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// Encodes a record for the spill.
 pub fn encode(rec: &Record) -> Vec<u8> {
     let f = &rec.fields;
-    let strs = [
+    let strs: [&str; 11] = [
         &f.cluster,
         &f.api,
         &f.uid,
@@ -82,8 +82,8 @@ pub fn decode(payload: &[u8]) -> Result<Record, DecodeError> {
     }
     let mut s = || r.string();
     let fields = RecordFields {
-        cluster: s()?,
-        api: s()?,
+        cluster: s()?.into(),
+        api: s()?.into(),
         uid: s()?,
         resource_version: s()?,
         namespace: s()?,
