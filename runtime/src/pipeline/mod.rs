@@ -103,10 +103,11 @@ pub(crate) enum AckMsg {
 const STAGE_DEPTH: usize = 4;
 /// Most events `process` takes from the source at once.
 const PROCESS_BATCH: usize = 256;
-/// Decoded events the source may run ahead of `process`: as many as the
-/// stages after it hold. Each is ~3 KB in memory, so this bounds what a fast
-/// list (thousands of events a second) piles up: 4096 held ~12 MiB at peak.
-const SOURCE_DEPTH: usize = STAGE_DEPTH * PROCESS_BATCH;
+/// Chunks of decoded events (each up to [`PROCESS_BATCH`]) the source may run
+/// ahead of `process`: as many as the stages after it hold. An event is ~3 KB
+/// in memory, so this bounds what a fast list (thousands of events a second)
+/// piles up: 4096 events held ~12 MiB at peak.
+const SOURCE_DEPTH: usize = STAGE_DEPTH;
 
 /// Runs the pipeline until the source ends or `shutdown` is cancelled, then
 /// drains the queues (within `drain_timeout`), flushes the exporters and
@@ -136,7 +137,7 @@ pub async fn run_with<S>(
 where
     S: Stream<Item = SourceItem> + Send + 'static,
 {
-    let (src_tx, src_rx) = mpsc::channel::<SourceItem>(SOURCE_DEPTH);
+    let (src_tx, src_rx) = mpsc::channel::<Vec<SourceItem>>(SOURCE_DEPTH);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckMsg>();
     let delivered = recovery::recover(&setup.exporters, &setup.recover_from).await;
     let sampler = recovery::Sampler::new(&setup.exporters);
@@ -224,22 +225,25 @@ where
 }
 
 /// Polls the source and hands items to `process`; stops on shutdown.
-async fn ingest<S>(source: S, tx: mpsc::Sender<SourceItem>, shutdown: CancellationToken)
+/// Polls the source and hands its items to `process` in chunks: whatever the
+/// source has ready, up to [`PROCESS_BATCH`] (one item when events come one
+/// at a time), so a busy source costs one channel send per chunk, not per event.
+async fn ingest<S>(source: S, tx: mpsc::Sender<Vec<SourceItem>>, shutdown: CancellationToken)
 where
     S: Stream<Item = SourceItem> + Send + 'static,
 {
-    let mut source = pin!(source);
+    let mut source = pin!(source.ready_chunks(PROCESS_BATCH));
     loop {
-        let item = tokio::select! {
+        let chunk = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            item = source.next() => item,
+            chunk = source.next() => chunk,
         };
-        let Some(item) = item else { break };
+        let Some(chunk) = chunk else { break };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            sent = tx.send(item) => if sent.is_err() { break },
+            sent = tx.send(chunk) => if sent.is_err() { break },
         }
     }
 }
@@ -432,7 +436,7 @@ impl Process<'_> {
 }
 
 async fn process(
-    mut rx: mpsc::Receiver<SourceItem>,
+    mut rx: mpsc::Receiver<Vec<SourceItem>>,
     mut setup: Setup,
     out: mpsc::Sender<RoutedBatch>,
     metrics: &Metrics,
@@ -454,10 +458,9 @@ async fn process(
         summary: Summary::default(),
         startup_dropped: Vec::new(),
     };
-    let mut items = Vec::with_capacity(PROCESS_BATCH);
     loop {
         let mut reloads_closed = false;
-        let n = match control.as_mut() {
+        let got = match control.as_mut() {
             // A reconfigure goes between two batches, in stream order.
             Some((reloads, set)) => tokio::select! {
                 biased;
@@ -472,23 +475,21 @@ async fn process(
                     }
                     None
                 }
-                n = rx.recv_many(&mut items, PROCESS_BATCH) => Some(n),
+                chunk = rx.recv() => Some(chunk),
             },
-            None => Some(rx.recv_many(&mut items, PROCESS_BATCH).await),
+            None => Some(rx.recv().await),
         };
         if reloads_closed {
             control = None;
         }
-        let Some(n) = n else { continue };
-        if n == 0 {
-            break;
-        }
+        let Some(chunk) = got else { continue };
+        let Some(items) = chunk else { break };
         let mut batch = RoutedBatch {
             items: Vec::with_capacity(items.len()),
             routes: Vec::with_capacity(items.len()),
             switch: None,
         };
-        for item in items.drain(..) {
+        for item in items {
             match item {
                 SourceItem::Event(ev) => p.event(*ev, &mut batch),
                 SourceItem::Listed { stream } => p.listed(stream),
