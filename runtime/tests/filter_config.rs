@@ -36,6 +36,7 @@ fn filters_load_with_defaults_and_resolved_paths() {
         r#"{EXPORTERS}
 [wasm]
 cache_dir = "cache"
+cache_max_size = "64MiB"
 max_instances = 8
 epoch_tick = "2ms"
 tiered = false
@@ -98,6 +99,12 @@ exporters = ["out"]
     assert_eq!(b.allow_env, ["HOME"]);
     assert_eq!(b.allow_read_dirs, [dir.path().join("filters")]);
     assert_eq!(c.wasm.cache_dir, Some(dir.path().join("cache")));
+    assert_eq!(c.wasm.cache_max_size, 64 << 20);
+    assert_eq!(
+        event_collector::config::WasmConfig::default().cache_max_size,
+        512 << 20,
+        "the module cache is bounded by default"
+    );
     assert_eq!(c.wasm.max_instances, 8);
     assert_eq!(c.wasm.epoch_tick, Duration::from_millis(2));
     assert!(c.wasm.pooling && c.wasm.cache);
@@ -115,6 +122,9 @@ fn filter_errors_point_at_the_place() {
     let dir = setup();
     let src = format!(
         r#"{EXPORTERS}
+[wasm]
+cache_max_size = "1KiB"
+
 [[filters]]
 name = "a"
 module = "filters/a.wasm"
@@ -166,6 +176,8 @@ exporters = ["out"]
         )
     };
     let line_of = |needle: &str| src.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let small = find("cache_max_size must be at least");
+    assert_eq!(at(&small).0, line_of("cache_max_size"), "{small}");
     let unknown = find("unknown field `colour`");
     assert_eq!(at(&unknown), (line_of("colour"), 1), "{unknown}");
     let bad = find("unknown variant `explode`");

@@ -127,6 +127,8 @@ pub struct WasmConfig {
     pub cache: bool,
     /// Where; None = `$XDG_CACHE_HOME/event-collector/wasm` (or `~/.cache/...`).
     pub cache_dir: Option<PathBuf>,
+    /// The most the cache may hold, in bytes; least recently used artifacts go first.
+    pub cache_max_size: u64,
     /// How often the epoch ticker thread advances (the resolution of `timeout`).
     pub epoch_tick: Duration,
     /// Use the pooling instance allocator (faster instantiation, memory reserved up front).
@@ -146,11 +148,16 @@ pub struct WasmConfig {
     pub span: Range<usize>,
 }
 
+/// `[wasm] cache_max_size` by default: room for the Python and JavaScript
+/// examples' artifacts (35 and 34 MiB) several times over.
+pub const DEFAULT_CACHE_MAX_SIZE: u64 = 512 << 20;
+
 impl Default for WasmConfig {
     fn default() -> Self {
         WasmConfig {
             cache: true,
             cache_dir: None,
+            cache_max_size: DEFAULT_CACHE_MAX_SIZE,
             epoch_tick: Duration::from_millis(1),
             pooling: true,
             max_instances: 64,
@@ -234,6 +241,8 @@ struct RawWasm {
     cache: Option<bool>,
     #[serde(default)]
     cache_dir: Option<String>,
+    #[serde(default)]
+    cache_max_size: Option<Spanned<SizeValue>>,
     #[serde(default)]
     epoch_tick: Option<Spanned<String>>,
     #[serde(default)]
@@ -483,6 +492,9 @@ pub(crate) fn parse_wasm(value: Option<Spanned<DeValue<'_>>>, base: &Path, probl
     }
     if let Some(d) = &raw.cache_dir {
         w.cache_dir = Some(resolve(base, d));
+    }
+    if let Some(m) = &raw.cache_max_size {
+        w.cache_max_size = size(m, "cache_max_size", 1 << 20, problems).unwrap_or(w.cache_max_size);
     }
     if let Some(t) = &raw.epoch_tick {
         w.epoch_tick = duration(t, "epoch_tick", Duration::from_micros(100), problems).unwrap_or(w.epoch_tick);

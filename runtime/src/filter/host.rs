@@ -249,7 +249,7 @@ impl FilterHost {
             None
         };
         let cache = match wasm.resolved_cache_dir() {
-            Some(dir) if !filters.is_empty() => match ArtifactCache::open(&dir) {
+            Some(dir) if !filters.is_empty() => match ArtifactCache::open(&dir, wasm.cache_max_size) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "compiled-module cache disabled");

@@ -347,9 +347,23 @@ fn store(cache: &ArtifactCache, key: &str, c: &Compiled, metrics: &Metrics) {
         Compiled::Component(c) => c.serialize(),
         Compiled::Core(m) => m.serialize(),
     };
-    if let Err(e) = art.map_err(|e| format!("{e:#}")).and_then(|a| cache.store(key, &a)) {
-        metrics.filter_cache("write_failed");
-        tracing::warn!(cache = %cache.dir().display(), error = %e, "cannot cache the compiled module");
+    match art.map_err(|e| format!("{e:#}")).and_then(|a| cache.store(key, &a)) {
+        Ok(pruned) if pruned.entries > 0 => {
+            for _ in 0..pruned.entries {
+                metrics.filter_cache("evicted");
+            }
+            tracing::info!(
+                cache = %cache.dir().display(),
+                removed = pruned.entries,
+                removed_bytes = pruned.bytes,
+                "compiled-module cache over cache_max_size: least recently used artifacts removed"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            metrics.filter_cache("write_failed");
+            tracing::warn!(cache = %cache.dir().display(), error = %e, "cannot cache the compiled module");
+        }
     }
 }
 

@@ -296,7 +296,7 @@ fn run_with_config(module: &Path, fc: &FilterConfig, spec: &InstanceSpec, config
         let sha = sha256_hex(&bytes);
         let cache = wasm
             .resolved_cache_dir()
-            .and_then(|d| super::cache::ArtifactCache::open(&d).ok());
+            .and_then(|d| super::cache::ArtifactCache::open(&d, wasm.cache_max_size).ok());
         let v = module::load(
             &set,
             &bytes,
