@@ -255,37 +255,43 @@ pub fn release_code_pages() -> usize {
 
 /// The (start, end) of the non-writable mappings of `path` in `/proc/self/maps` text.
 fn read_only_mappings_of(maps: &str, path: &str) -> Vec<(usize, usize)> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let range = parts.next()?;
-            let perms = parts.next()?;
-            let file = parts.nth(3)?;
-            if file != path || perms.contains('w') {
-                return None;
-            }
-            let (a, b) = range.split_once('-')?;
-            let (a, b) = (usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?);
-            (b > a).then_some((a, b))
-        })
+    mappings(maps)
+        .filter(|m| m.path == path && !m.perms.contains('w'))
+        .map(|m| (m.start, m.end))
         .collect()
 }
 
 /// The (start, end) of every mapping of a file in `/proc/self/maps` text.
 fn file_mappings(maps: &str) -> Vec<(usize, usize)> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let range = parts.next()?;
-            let path = parts.nth(4)?;
-            if !path.starts_with('/') {
-                return None;
-            }
-            let (a, b) = range.split_once('-')?;
-            let (a, b) = (usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?);
-            (b > a).then_some((a, b))
-        })
+    mappings(maps)
+        .filter(|m| m.path.starts_with('/'))
+        .map(|m| (m.start, m.end))
         .collect()
+}
+
+/// One line of `/proc/self/maps` that names what is mapped.
+struct Mapping<'a> {
+    start: usize,
+    end: usize,
+    perms: &'a str,
+    path: &'a str,
+}
+
+fn mappings(maps: &str) -> impl Iterator<Item = Mapping<'_>> {
+    maps.lines().filter_map(|line| {
+        let mut parts = line.split_whitespace();
+        let range = parts.next()?;
+        let perms = parts.next()?;
+        let path = parts.nth(3)?;
+        let (a, b) = range.split_once('-')?;
+        let (start, end) = (usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?);
+        (end > start).then_some(Mapping {
+            start,
+            end,
+            perms,
+            path,
+        })
+    })
 }
 
 #[cfg(test)]
