@@ -75,11 +75,6 @@ if want swap; then
 fi
 
 work="$(mktemp -d /tmp/ec-bench-cluster-XXXXXX)"
-# The generators run a copy of the binary: sharing the collector's file, they
-# would share its code pages, which the collector then cannot give back
-# (process_memory::release_code_pages) as it does on a node where it runs alone.
-gen_bin="$work/event-collector-generate"
-cp "$bin" "$gen_bin"
 # The cluster (etcd's data above all) lives in memory when it can: on disk,
 # etcd's fsync per write held the apiserver to 250-580 creates/s, too slow to
 # stream 1M events. 1.1M Events take ~1-2 GiB there.
@@ -145,7 +140,7 @@ generate_parallel() {
   t0=$(date +%s.%N)
   : > "$work/gen.pids"
   for i in $(seq 0 $((procs - 1))); do
-    "$gen_bin" generate --kubeconfig "$kc_admin" --namespace "bench-$i" --api both --scenario mixed \
+    "$bin" generate --kubeconfig "$kc_admin" --namespace "bench-$i" --api both --scenario mixed \
       --count "$per" > /dev/null 2> "$work/gen-$i.log" &
     pids+=($!)
     echo "$!" >> "$work/gen.pids"
@@ -339,7 +334,7 @@ if want swap; then
   a="$root/filters/rust-warning-only/rust-warning-only.wasm"
   enrich="$root/filters/rust-enrich-team/rust-enrich-team.wasm"
   asc="$root/filters/assemblyscript-max-message/assemblyscript-max-message.wasm"
-  "$gen_bin" generate --kubeconfig "$kc_admin" --namespace swap --api core/v1 --scenario mixed \
+  "$bin" generate --kubeconfig "$kc_admin" --namespace swap --api core/v1 --scenario mixed \
     --rate "${SWAP_RATE:-300}" --count 100000000 > /dev/null 2> "$s/gen.log" &
   bg_pids+=($!)
   : > "$results"

@@ -1,8 +1,7 @@
 //! Process-wide memory settings: how the allocator (mimalloc) returns freed
 //! memory to the OS (set at startup; at once while a watch lists, see
 //! [`ListBurst`], and while the event rate is low, see [`count_events`]), and
-//! how the kernel treats the binary's mapped code pages (advised random
-//! access; given back when no longer used, see [`release_code_pages`]).
+//! how the kernel treats the binary's mapped code pages.
 //! Each one was measured with `dev_setup/bench-cluster.sh` (docs/benchmarks.md,
 //! memory optimisations).
 
@@ -31,9 +30,6 @@ const RATE_INTERVAL: Duration = Duration::from_millis(250);
 /// Intervals in a row below [`QUIET_BELOW_PER_SEC`] before the rate counts as
 /// low (a start-up with no events yet, then a replay at full speed, is not quiet).
 const QUIET_AFTER: u8 = 2;
-/// How often the binary's code pages no longer in use are given back
-/// ([`release_code_pages`]); the first time this long after start.
-const RELEASE_CODE_EVERY: Duration = Duration::from_secs(30);
 
 /// What decides the purge delay: the lists running now, whether the event
 /// rate is low, and whether the delay is ours to change (not set by
@@ -114,16 +110,13 @@ pub fn count_events(n: usize) {
     EVENTS.fetch_add(n as u64, Ordering::Relaxed);
 }
 
-/// The thread that turns [`EVENTS`] into a rate every [`RATE_INTERVAL`] (the
-/// purge delay follows it when it is ours) and gives code pages back every
-/// [`RELEASE_CODE_EVERY`].
+/// The thread that turns [`EVENTS`] into a rate every [`RATE_INTERVAL`].
 fn follow_event_rate() {
     let spawned = std::thread::Builder::new()
         .name("alloc-rate".into())
         .stack_size(64 << 10)
         .spawn(|| {
             let mut last = EVENTS.load(Ordering::Relaxed);
-            let mut since_release = Duration::ZERO;
             loop {
                 std::thread::sleep(RATE_INTERVAL);
                 let now = EVENTS.load(Ordering::Relaxed);
@@ -132,15 +125,9 @@ fn follow_event_rate() {
                 if let Some(ms) = LISTS.lock().unwrap_or_else(|p| p.into_inner()).rate(per_sec) {
                     set_purge_delay(ms);
                 }
-                since_release += RATE_INTERVAL;
-                if since_release >= RELEASE_CODE_EVERY {
-                    since_release = Duration::ZERO;
-                    release_code_pages();
-                }
             }
         });
-    // Without the thread the delay stays at 100 ms outside lists and code
-    // pages stay resident: only memory is lost.
+    // Without the thread the delay stays at 100 ms outside lists: only memory is lost.
     drop(spawned);
 }
 
@@ -181,10 +168,14 @@ impl Drop for ListBurst {
 
 /// Applies the settings; `MIMALLOC_PURGE_DELAY` in the environment wins over ours.
 pub fn tune() {
-    tune_allocator(&mut LISTS.lock().unwrap_or_else(|p| p.into_inner()));
-    // The rate moves the purge delay only when it is ours (`Lists::update`);
-    // the thread also gives code pages back, so it runs either way.
-    follow_event_rate();
+    let ours = {
+        let mut lists = LISTS.lock().unwrap_or_else(|p| p.into_inner());
+        tune_allocator(&mut lists);
+        lists.ours
+    };
+    if ours {
+        follow_event_rate();
+    }
     random_access_code_pages();
 }
 
@@ -221,77 +212,21 @@ fn random_access_code_pages() {
     }
 }
 
-/// Gives the binary's read-only pages (code and constants) back to the page
-/// cache, so that only those still in use are mapped again (MADV_PAGEOUT).
-///
-/// Start-up runs code nothing runs again: config parsing, the kube client
-/// and TLS set-up, the WASM compiler, the command line. With fault-around
-/// each page of it mapped its neighbours, and they stay in the RSS for the
-/// life of the process: ~10.7 MiB of the binary resident after start-up and
-/// a 20k-event replay, of which the pipeline, measured after this call and
-/// 40k events more, maps ~5.9 MiB again. Every [`RELEASE_CODE_EVERY`]: the
-/// pages still in use come back as minor faults from the page cache (a few
-/// hundred, well under a millisecond). Shared pages (libc) are left alone
-/// by the kernel, and a kernel without MADV_PAGEOUT (before 5.4) refuses:
-/// nothing changes then. Returns the bytes advised.
-pub fn release_code_pages() -> usize {
-    let (Ok(maps), Ok(exe)) = (
-        std::fs::read_to_string("/proc/self/maps"),
-        std::fs::read_link("/proc/self/exe"),
-    ) else {
-        return 0;
-    };
-    let mut advised = 0;
-    for (start, end) in read_only_mappings_of(&maps, &exe.to_string_lossy()) {
-        // SAFETY: an advice on read-only file mappings of this process, which
-        // stay valid; the pages' content is the file's and is read back on use.
-        let r = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
-        if r == 0 {
-            advised += end - start;
-        }
-    }
-    advised
-}
-
-/// The (start, end) of the non-writable mappings of `path` in `/proc/self/maps` text.
-fn read_only_mappings_of(maps: &str, path: &str) -> Vec<(usize, usize)> {
-    mappings(maps)
-        .filter(|m| m.path == path && !m.perms.contains('w'))
-        .map(|m| (m.start, m.end))
-        .collect()
-}
-
 /// The (start, end) of every mapping of a file in `/proc/self/maps` text.
 fn file_mappings(maps: &str) -> Vec<(usize, usize)> {
-    mappings(maps)
-        .filter(|m| m.path.starts_with('/'))
-        .map(|m| (m.start, m.end))
-        .collect()
-}
-
-/// One line of `/proc/self/maps` that names what is mapped.
-struct Mapping<'a> {
-    start: usize,
-    end: usize,
-    perms: &'a str,
-    path: &'a str,
-}
-
-fn mappings(maps: &str) -> impl Iterator<Item = Mapping<'_>> {
-    maps.lines().filter_map(|line| {
-        let mut parts = line.split_whitespace();
-        let range = parts.next()?;
-        let perms = parts.next()?;
-        let path = parts.nth(3)?;
-        let (a, b) = range.split_once('-')?;
-        let (start, end) = (usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?);
-        (end > start).then_some(Mapping {
-            start,
-            end,
-            perms,
-            path,
+    maps.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let range = parts.next()?;
+            let path = parts.nth(4)?;
+            if !path.starts_with('/') {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            let (a, b) = (usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?);
+            (b > a).then_some((a, b))
         })
-    })
+        .collect()
 }
 
 #[cfg(test)]
@@ -361,64 +296,6 @@ mod tests {
         // The real one parses, and holds at least this test binary.
         let real = std::fs::read_to_string("/proc/self/maps").unwrap();
         assert!(!file_mappings(&real).is_empty());
-    }
-
-    #[test]
-    fn only_the_binarys_read_only_mappings_are_released() {
-        let maps = "\
-55d0c0000000-55d0c0100000 r--p 00000000 08:01 123 /usr/bin/event-collector
-55d0c0100000-55d0c1000000 r-xp 00100000 08:01 123 /usr/bin/event-collector
-55d0c1000000-55d0c1010000 rw-p 01000000 08:01 123 /usr/bin/event-collector
-7f0000000000-7f0000021000 rw-p 00000000 00:00 0
-7f1000000000-7f1000002000 r-xp 00000000 08:01 9 /usr/lib/x86_64-linux-gnu/libc.so.6
-";
-        assert_eq!(
-            read_only_mappings_of(maps, "/usr/bin/event-collector"),
-            vec![
-                (0x55d0_c000_0000, 0x55d0_c010_0000),
-                (0x55d0_c010_0000, 0x55d0_c100_0000)
-            ]
-        );
-        assert!(read_only_mappings_of(maps, "/usr/bin/other").is_empty());
-    }
-
-    /// Resident KiB of this test binary's read-only mappings (from smaps).
-    fn resident_code_kib() -> u64 {
-        let exe = std::fs::read_link("/proc/self/exe")
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut ours = false;
-        let mut kib = 0;
-        for line in smaps.lines() {
-            let mut parts = line.split_whitespace();
-            match parts.next() {
-                Some(first) if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') => {
-                    let perms = parts.next().unwrap_or("");
-                    ours = line.ends_with(exe.as_str()) && !perms.contains('w');
-                }
-                Some("Rss:") if ours => kib += parts.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0),
-                _ => {}
-            }
-        }
-        kib
-    }
-
-    #[test]
-    fn releasing_code_pages_unmaps_the_unused_ones_and_the_process_runs_on() {
-        // This test binary's own code and constants (Linux ≥ 5.4).
-        let before = resident_code_kib();
-        let advised = release_code_pages();
-        let after = resident_code_kib();
-        assert!(advised > 0, "no read-only mapping of the test binary was advised");
-        assert!(
-            after < before,
-            "resident code {before} KiB before, {after} KiB after the release"
-        );
-        // The code still runs (its pages come back on use), and a second release works.
-        assert_eq!(read_only_mappings_of("", "x"), Vec::new());
-        assert!(release_code_pages() > 0);
     }
 
     #[test]
