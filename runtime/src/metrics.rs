@@ -496,7 +496,11 @@ impl Metrics {
 
     /// A compiled-module cache lookup: hit, miss, invalid, write_failed.
     pub fn filter_cache(&self, result: &str) {
-        self.filter_cache.get_or_create(&l1("result", result)).inc();
+        self.filter_cache_by(result, 1);
+    }
+
+    pub fn filter_cache_by(&self, result: &str, n: u64) {
+        self.filter_cache.get_or_create(&l1("result", result)).inc_by(n);
     }
 
     pub fn filter_cache_count(&self, result: &str) -> u64 {

@@ -349,9 +349,7 @@ fn store(cache: &ArtifactCache, key: &str, c: &Compiled, metrics: &Metrics) {
     };
     match art.map_err(|e| format!("{e:#}")).and_then(|a| cache.store(key, &a)) {
         Ok(pruned) if pruned.entries > 0 => {
-            for _ in 0..pruned.entries {
-                metrics.filter_cache("evicted");
-            }
+            metrics.filter_cache_by("evicted", pruned.entries as u64);
             tracing::info!(
                 cache = %cache.dir().display(),
                 removed = pruned.entries,

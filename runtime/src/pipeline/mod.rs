@@ -224,10 +224,10 @@ where
     }
 }
 
-/// Polls the source and hands items to `process`; stops on shutdown.
 /// Polls the source and hands its items to `process` in chunks: whatever the
 /// source has ready, up to [`PROCESS_BATCH`] (one item when events come one
-/// at a time), so a busy source costs one channel send per chunk, not per event.
+/// at a time), so a busy source costs one channel send per chunk, not per
+/// event. Stops on shutdown.
 async fn ingest<S>(source: S, tx: mpsc::Sender<Vec<SourceItem>>, shutdown: CancellationToken)
 where
     S: Stream<Item = SourceItem> + Send + 'static,
