@@ -16,8 +16,10 @@
 //! Files are only appended to, renamed by rotation (the active file becomes
 //! the first rotated name greater than every name already there), gzipped
 //! (same content, same name plus `.gz`) and deleted by retention. So the file
-//! the mark points into is either still the active file (same inode), or the
-//! first rotated file whose name sorts after `last`. The scan reads that file
+//! the mark points into is either still the active file (same inode, and no
+//! rotated name after `last` yet), or the first rotated file whose name sorts
+//! after `last`. The inode alone is not enough: once the marked file is
+//! rotated and gzipped, a new active file may get its inode number back. The scan reads that file
 //! from the mark's offset (in uncompressed bytes), then every later rotated
 //! file and the active file, and returns the `uid` and `resource_version` of
 //! every complete line. That is exact: it holds every record written after
@@ -125,7 +127,12 @@ pub(super) fn plan(dir: &Path, prefix: &str, active: &Path, mark: &Mark) -> io::
     }
     rotated.sort();
     rotated.dedup();
-    let active_is_marked = std::fs::metadata(active).is_ok_and(|m| m.dev() == mark.dev && m.ino() == mark.ino);
+    // A rotated name after `last` exists only once the marked file was
+    // rotated (rotation is the only way one appears). Then an active file
+    // with the mark's inode is a new file that reused the number, freed when
+    // the marked file was gzipped and its plain copy deleted: not the marked one.
+    let active_is_marked =
+        rotated.is_empty() && std::fs::metadata(active).is_ok_and(|m| m.dev() == mark.dev && m.ino() == mark.ino);
     let mut parts: Vec<Part> = rotated
         .iter()
         .enumerate()

@@ -244,6 +244,43 @@ fn the_plan_starts_in_the_marked_file() {
     assert_eq!((p[0].plain.clone(), p[0].offset), (active.clone(), 0));
 }
 
+/// The marked file was rotated and gzipped, and the new active file got its
+/// inode number back (the file system reuses a freed one): the marked file
+/// is still the first rotated one, and the active file is read whole.
+#[test]
+fn the_plan_is_not_fooled_by_a_reused_inode() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let active = dir.join("events.jsonl");
+    fs::write(&active, "").unwrap();
+    let marked = "events-20240101T000001.000Z-000.jsonl.gz";
+    let later = "events-20240101T000002.000Z-000.jsonl.gz";
+    for n in [marked, later] {
+        fs::write(dir.join(n), "").unwrap();
+    }
+    let meta = fs::metadata(&active).unwrap();
+    let mark = Mark {
+        // The active file's own dev and inode, as a reused inode would give.
+        dev: std::os::unix::fs::MetadataExt::dev(&meta),
+        ino: std::os::unix::fs::MetadataExt::ino(&meta),
+        last: None,
+        offset: 321,
+    };
+    let p = plan(dir, "events", &active, &mark).unwrap();
+    let names: Vec<(String, u64)> = p
+        .iter()
+        .map(|p| (p.plain.file_name().unwrap().to_string_lossy().into_owned(), p.offset))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("events-20240101T000001.000Z-000.jsonl".to_string(), 321),
+            ("events-20240101T000002.000Z-000.jsonl".to_string(), 0),
+            ("events.jsonl".to_string(), 0),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_standby_exporter_leaves_the_directory_alone() {
     let tmp = TempDir::new().unwrap();
