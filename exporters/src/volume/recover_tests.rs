@@ -199,6 +199,26 @@ fn scan_skips_foreign_lines_a_torn_tail_and_missing_files() {
     assert!(scan(&[part(1 << 20)]).unwrap().keys.is_empty());
 }
 
+/// The plan's files by name, with the offset each is read from.
+fn planned(dir: &std::path::Path, active: &std::path::Path, mark: &Mark) -> Vec<(String, u64)> {
+    plan(dir, "events", active, mark)
+        .unwrap()
+        .iter()
+        .map(|p| (p.plain.file_name().unwrap().to_string_lossy().into_owned(), p.offset))
+        .collect()
+}
+
+/// A mark on `file` as it is now (its dev and inode), no rotated name, offset 0.
+fn mark_of(file: &std::path::Path) -> Mark {
+    let meta = fs::metadata(file).unwrap();
+    Mark {
+        last: None,
+        dev: std::os::unix::fs::MetadataExt::dev(&meta),
+        ino: std::os::unix::fs::MetadataExt::ino(&meta),
+        offset: 0,
+    }
+}
+
 #[test]
 fn the_plan_starts_in_the_marked_file() {
     let tmp = TempDir::new().unwrap();
@@ -218,13 +238,8 @@ fn the_plan_starts_in_the_marked_file() {
         ino: 0,
         offset: 123,
     };
-    let p = plan(dir, "events", &active, &mark).unwrap();
-    let names: Vec<(String, u64)> = p
-        .iter()
-        .map(|p| (p.plain.file_name().unwrap().to_string_lossy().into_owned(), p.offset))
-        .collect();
     assert_eq!(
-        names,
+        planned(dir, &active, &mark),
         vec![
             (marked.to_string(), 123),
             ("events-20240101T000002.000Z-000.jsonl".to_string(), 0),
@@ -232,12 +247,10 @@ fn the_plan_starts_in_the_marked_file() {
         ]
     );
     // The marked file is still the active one: only its tail.
-    let meta = fs::metadata(&active).unwrap();
     let mark = Mark {
-        dev: std::os::unix::fs::MetadataExt::dev(&meta),
-        ino: std::os::unix::fs::MetadataExt::ino(&meta),
         last: super::naming::parse("events", later).map(|k| k.0),
         offset: 0,
+        ..mark_of(&active)
     };
     let p = plan(dir, "events", &active, &mark).unwrap();
     assert_eq!(p.len(), 1);
@@ -258,21 +271,14 @@ fn the_plan_is_not_fooled_by_a_reused_inode() {
     for n in [marked, later] {
         fs::write(dir.join(n), "").unwrap();
     }
-    let meta = fs::metadata(&active).unwrap();
     let mark = Mark {
-        // The active file's own dev and inode, as a reused inode would give.
-        dev: std::os::unix::fs::MetadataExt::dev(&meta),
-        ino: std::os::unix::fs::MetadataExt::ino(&meta),
         last: None,
         offset: 321,
+        // The active file's own dev and inode, as a reused inode would give.
+        ..mark_of(&active)
     };
-    let p = plan(dir, "events", &active, &mark).unwrap();
-    let names: Vec<(String, u64)> = p
-        .iter()
-        .map(|p| (p.plain.file_name().unwrap().to_string_lossy().into_owned(), p.offset))
-        .collect();
     assert_eq!(
-        names,
+        planned(dir, &active, &mark),
         vec![
             ("events-20240101T000001.000Z-000.jsonl".to_string(), 321),
             ("events-20240101T000002.000Z-000.jsonl".to_string(), 0),
