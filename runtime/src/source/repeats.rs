@@ -4,24 +4,25 @@
 //!
 //! This is not an object cache: an entry is 24 bytes (a hash of the uid, a
 //! hash of the resourceVersion, the count saturated at u32, when it was last
-//! seen), capped at a configured size, with entries older than the event TTL
-//! evicted first, then the least recently seen.
+//! seen) in a [`CappedTable`], capped at a configured size, with entries older
+//! than the event TTL evicted first, then the least recently seen.
 //!
 //! uids are keyed with the stable [`uid_key`], so that the counts saved with
 //! the checkpoint (acknowledged ones only: see `state::seen`) can
 //! [`seed`](RepeatTracker::seed) it after a restart: an event re-delivered
 //! after a restart is then judged as it would have been without the restart.
 
-use std::collections::HashMap;
 use std::time::Instant;
+
+use crate::capped::CappedTable;
 
 use crate::state::seen::uid_key;
 
 /// The resourceVersion hash of a seeded entry (no resourceVersion is known).
 const SEEDED_RV: u64 = 0;
 
-/// 16 bytes: with its 8-byte key a hash table slot is 24 (+1 control byte).
-#[derive(Debug, Clone, Copy)]
+/// 16 bytes: with its 8-byte key a table slot is 24.
+#[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     rv: u64,
     /// Saturated at u32::MAX (the API's count is an int32).
@@ -48,7 +49,7 @@ pub enum Verdict {
 }
 
 pub struct RepeatTracker {
-    map: HashMap<u64, Entry>,
+    map: CappedTable<Entry>,
     cap: usize,
     ttl_secs: u32,
     start: Instant,
@@ -57,7 +58,8 @@ pub struct RepeatTracker {
 impl RepeatTracker {
     pub fn new(cap: usize, ttl: std::time::Duration) -> Self {
         Self {
-            map: HashMap::with_capacity(cap.min(16 * 1024)),
+            // Eviction runs once the cap is passed by one.
+            map: CappedTable::new(cap.max(1) + 1),
             cap: cap.max(1),
             ttl_secs: ttl.as_secs().min(u32::MAX as u64) as u32,
             start: Instant::now(),
@@ -78,8 +80,7 @@ impl RepeatTracker {
             rv: SEEDED_RV,
             seen: self.now(),
         };
-        crate::capped::make_room(&mut self.map);
-        let e = self.map.entry(key).or_insert(fresh);
+        let e = self.map.get_or_insert(key, fresh);
         e.count = e.count.max(sat(count));
         if self.map.len() > self.cap {
             self.evict();
@@ -98,7 +99,6 @@ impl RepeatTracker {
         let seen = self.now();
         let count = sat(count);
         let fresh = Entry { count, rv, seen };
-        crate::capped::make_room(&mut self.map);
         let verdict = match self.map.insert(key, fresh) {
             None => Verdict::New,
             Some(old) if old.rv == rv => Verdict::Duplicate,
@@ -130,7 +130,7 @@ impl RepeatTracker {
     /// Forgets a uid (the event was deleted).
     pub fn forget(&mut self, uid: &str) {
         let key = self.hash(uid);
-        self.map.remove(&key);
+        self.map.remove(key);
     }
 
     pub fn len(&self) -> usize {
@@ -176,16 +176,16 @@ mod tests {
 
     #[test]
     fn at_its_cap_the_table_keeps_its_size() {
-        // 2,000 entries fit 4,096 slots (room for 3,584); a stream of new
-        // uids with evictions must not make the table double.
+        // A stream of new uids with evictions must not make the table grow
+        // past the slots 2,001 entries need at three quarters full.
         let mut t = RepeatTracker::new(2000, Duration::from_secs(3600));
         let mut most = 0;
         for i in 0..100_000 {
             t.observe(&format!("uid-{i}"), "1", 1);
-            most = most.max(t.map.capacity());
+            most = most.max(t.map.slots());
         }
         assert!(t.len() <= 2000);
-        assert!(most <= 3584, "the table grew to room for {most}");
+        assert!(most <= 2001 * 4 / 3 + 1, "the table grew to {most} slots");
     }
 
     #[test]

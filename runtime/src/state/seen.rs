@@ -16,28 +16,70 @@
 //! quarter of `max` uids, the most recently acknowledged; a uid evicted early
 //! is treated as new (its full count is its delta), as before this existed.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::capped::CappedTable;
+
 /// Shared between the source (reads) and the ack tracker (writes).
 pub type SharedSeen = Arc<Mutex<SeenSet>>;
 
-/// The entries [`SeenSet::write_entries`] keeps.
+/// Which live entries are the newest `max`: every one newer than `cut`, and
+/// `ties` of those at `cut`.
 struct Selection {
+    now: u32,
+    ttl: u32,
     cut: u32,
     ties: usize,
 }
 
+impl Selection {
+    /// Of entries with these acknowledgement times.
+    fn of(times: impl Iterator<Item = u32> + Clone, now: u32, ttl: u32, max: usize) -> Selection {
+        let live = move |at: &u32| now.saturating_sub(*at) <= ttl;
+        let count = times.clone().filter(live).count();
+        if count <= max {
+            // Everything live: a cut below any time, with every entry at it kept.
+            return Selection {
+                now,
+                ttl,
+                cut: 0,
+                ties: usize::MAX,
+            };
+        }
+        // Only the times (4 bytes per entry), not a copy of the table.
+        let mut times: Vec<u32> = times.filter(live).collect();
+        let (_, cut, _) = times.select_nth_unstable(count - max);
+        let cut = *cut;
+        let newer = times.iter().filter(|t| **t > cut).count();
+        Selection {
+            now,
+            ttl,
+            cut,
+            ties: max - newer,
+        }
+    }
+
+    /// Whether the entry acknowledged at `at` is one of them (call once per entry).
+    fn keeps(&mut self, at: u32) -> bool {
+        self.now.saturating_sub(at) <= self.ttl
+            && (at > self.cut
+                || (at == self.cut && self.ties > 0 && {
+                    self.ties -= 1;
+                    true
+                }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SeenSet {
-    map: HashMap<u64, u32>,
+    map: CappedTable<u32>,
     ttl: u32,
     max: usize,
-    /// By [`uid_key`]: (count, when acknowledged).
-    counts: HashMap<u64, (u64, u32)>,
+    /// By [`uid_key`]: (count, saturated at u32 as the API's int32 is; when acknowledged).
+    counts: CappedTable<(u32, u32)>,
 }
 
 /// A stable 64-bit key of a uid (FNV-1a: the same in every process and version;
@@ -67,13 +109,20 @@ fn now_secs() -> u32 {
     chrono::Utc::now().timestamp().clamp(0, u32::MAX as i64) as u32
 }
 
+fn sat(count: u64) -> u32 {
+    count.min(u32::MAX as u64) as u32
+}
+
 impl SeenSet {
     pub fn new(ttl: Duration, max: usize) -> Self {
+        let max = max.max(1);
+        let counts_max = (max / 4).max(1);
         Self {
-            map: HashMap::new(),
+            // Both are trimmed once a tenth past their cap.
+            map: CappedTable::new(max + max / 10 + 1),
             ttl: ttl.as_secs().min(u32::MAX as u64) as u32,
-            max: max.max(1),
-            counts: HashMap::new(),
+            max,
+            counts: CappedTable::new(counts_max + counts_max / 10 + 1),
         }
     }
 
@@ -85,36 +134,34 @@ impl SeenSet {
     /// Records the occurrence count passed on for `uid` (the highest one wins).
     pub fn insert_count(&mut self, uid: &str, count: u64) {
         let now = now_secs();
-        crate::capped::make_room(&mut self.counts);
-        let e = self.counts.entry(uid_key(uid)).or_insert((count, now));
+        let count = sat(count);
+        let e = self.counts.get_or_insert(uid_key(uid), (count, now));
         *e = (e.0.max(count), now);
         let max = self.counts_max();
         if self.counts.len() > max + max / 10 {
-            self.counts = self.newest_counts(now, max).into_iter().collect();
+            self.trim_counts(now, max);
         }
     }
 
     /// The count recorded for `uid`.
     pub fn count(&self, uid: &str) -> Option<u64> {
-        self.counts.get(&uid_key(uid)).map(|(c, _)| *c)
+        self.counts.get(uid_key(uid)).map(|(c, _)| u64::from(*c))
     }
 
     /// Every recorded (uid key, count), to seed the source's repeat tracker.
     pub fn counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.counts.iter().map(|(k, (c, _))| (*k, *c))
+        self.counts.iter().map(|(k, (c, _))| (k, u64::from(*c)))
     }
 
-    /// The newest `max` live counts.
-    fn newest_counts(&self, now: u32, max: usize) -> Vec<(u64, (u64, u32))> {
-        let mut v: Vec<(u64, (u64, u32))> = self
-            .counts
-            .iter()
-            .filter(|(_, (_, at))| now.saturating_sub(*at) <= self.ttl)
-            .map(|(k, e)| (*k, *e))
-            .collect();
-        v.sort_unstable_by_key(|e| std::cmp::Reverse(e.1.1));
-        v.truncate(max);
-        v
+    /// Which counts are the newest `max` live ones.
+    fn counts_selection(&self, now: u32, max: usize) -> Selection {
+        Selection::of(self.counts.values().map(|(_, at)| *at), now, self.ttl, max)
+    }
+
+    /// Keeps the newest `max` live counts, in place.
+    fn trim_counts(&mut self, now: u32, max: usize) {
+        let mut sel = self.counts_selection(now, max);
+        self.counts.retain(|_, (_, at)| sel.keeps(*at));
     }
 
     /// The newest live counts as bytes: 16 per uid (key LE, count LE as u32, saturated; time LE).
@@ -127,32 +174,40 @@ impl SeenSet {
 
     /// Writes what [`encode_counts`](Self::encode_counts) returns; returns how many counts.
     pub fn write_counts(&self, w: &mut impl std::io::Write) -> std::io::Result<usize> {
-        let v = self.newest_counts(now_secs(), self.counts_max());
-        for (k, (count, at)) in &v {
-            let mut e = [0u8; 16];
-            e[..8].copy_from_slice(&k.to_le_bytes());
-            e[8..12].copy_from_slice(&((*count).min(u32::MAX as u64) as u32).to_le_bytes());
-            e[12..].copy_from_slice(&at.to_le_bytes());
-            w.write_all(&e)?;
+        let mut sel = self.counts_selection(now_secs(), self.counts_max());
+        let mut n = 0;
+        for (k, (count, at)) in self.counts.iter() {
+            if sel.keeps(*at) {
+                let mut e = [0u8; 16];
+                e[..8].copy_from_slice(&k.to_le_bytes());
+                e[8..12].copy_from_slice(&count.to_le_bytes());
+                e[12..].copy_from_slice(&at.to_le_bytes());
+                w.write_all(&e)?;
+                n += 1;
+            }
         }
-        Ok(v.len())
+        Ok(n)
     }
 
     /// Adds the counts of [`encode_counts`](Self::encode_counts)'s output; trailing partial bytes are ignored.
     pub fn decode_counts_into(&mut self, bytes: &[u8]) {
         self.add_encoded_counts(bytes);
-        let max = self.counts_max();
-        self.counts = self.newest_counts(now_secs(), max).into_iter().collect();
+        self.trim_counts(now_secs(), self.counts_max());
     }
 
     /// [`decode_counts_into`](Self::decode_counts_into) without the trim.
     pub fn add_encoded_counts(&mut self, bytes: &[u8]) {
         for c in bytes.chunks_exact(16) {
             let k = u64::from_le_bytes(c[..8].try_into().unwrap_or_default());
-            let count = u32::from_le_bytes(c[8..12].try_into().unwrap_or_default()) as u64;
+            let count = u32::from_le_bytes(c[8..12].try_into().unwrap_or_default());
             let at = u32::from_le_bytes(c[12..].try_into().unwrap_or_default());
-            let e = self.counts.entry(k).or_insert((count, at));
+            let e = self.counts.get_or_insert(k, (count, at));
             *e = (e.0.max(count), e.1.max(at));
+            // Bounded while loading too.
+            let max = self.counts_max();
+            if self.counts.len() > max + max / 10 {
+                self.trim_counts(now_secs(), max);
+            }
         }
     }
 
@@ -169,7 +224,7 @@ impl SeenSet {
     }
 
     pub fn contains(&self, uid: &str, rv: &str) -> bool {
-        self.map.contains_key(&key(uid, rv))
+        self.map.contains_key(key(uid, rv))
     }
 
     /// Records an acknowledged pair now.
@@ -178,7 +233,6 @@ impl SeenSet {
     }
 
     fn insert_at(&mut self, k: u64, at: u32) {
-        crate::capped::make_room(&mut self.map);
         self.map.insert(k, at);
         // Amortized: trim a tenth past the cap at once.
         if self.map.len() > self.max + self.max / 10 {
@@ -189,26 +243,8 @@ impl SeenSet {
     /// Drops entries older than the TTL, then the oldest until at most `max` are left.
     pub fn trim(&mut self, now: u32, max: usize) {
         let ttl = self.ttl;
-        self.map.retain(|_, at| now.saturating_sub(*at) <= ttl);
-        if self.map.len() > max {
-            let mut times: Vec<u32> = self.map.values().copied().collect();
-            let cut_index = times.len() - max;
-            let (_, cut, _) = times.select_nth_unstable(cut_index);
-            let cut = *cut;
-            // Ties at the cut may keep a few more; the next trim takes them.
-            self.map.retain(|_, at| *at >= cut);
-            if self.map.len() > max {
-                let mut n = self.map.len() - max;
-                self.map.retain(|_, at| {
-                    if n > 0 && *at == cut {
-                        n -= 1;
-                        false
-                    } else {
-                        true
-                    }
-                });
-            }
-        }
+        let mut sel = Selection::of(self.map.values().copied(), now, ttl, max);
+        self.map.retain(|_, at| sel.keeps(*at));
     }
 
     /// The newest `max` live entries as bytes: 12 per entry (hash LE, time LE).
@@ -222,18 +258,10 @@ impl SeenSet {
     /// Writes the newest `max` live entries, 12 bytes each (hash LE, time LE),
     /// straight from the set (no copy of it); returns how many.
     pub fn write_entries(&self, w: &mut impl std::io::Write, max: usize) -> std::io::Result<usize> {
-        let now = now_secs();
-        let sel = self.selection(now, max);
-        let mut ties = sel.ties;
+        let mut sel = Selection::of(self.map.values().copied(), now_secs(), self.ttl, max);
         let mut n = 0;
-        for (k, at) in &self.map {
-            let keep = now.saturating_sub(*at) <= self.ttl
-                && (*at > sel.cut
-                    || (*at == sel.cut && ties > 0 && {
-                        ties -= 1;
-                        true
-                    }));
-            if keep {
+        for (k, at) in self.map.iter() {
+            if sel.keeps(*at) {
                 let mut e = [0u8; 12];
                 e[..8].copy_from_slice(&k.to_le_bytes());
                 e[8..].copy_from_slice(&at.to_le_bytes());
@@ -242,26 +270,6 @@ impl SeenSet {
             }
         }
         Ok(n)
-    }
-
-    /// Which live entries the newest `max` are: every one newer than `cut`,
-    /// and `ties` of those at `cut`.
-    fn selection(&self, now: u32, max: usize) -> Selection {
-        let live = |at: &u32| now.saturating_sub(*at) <= self.ttl;
-        let count = self.map.values().filter(|at| live(at)).count();
-        if count <= max {
-            // Everything live: a cut below any time, with every entry at it kept.
-            return Selection {
-                cut: 0,
-                ties: usize::MAX,
-            };
-        }
-        // Only the times (4 bytes per entry), not a copy of the map.
-        let mut times: Vec<u32> = self.map.values().copied().filter(|at| live(at)).collect();
-        let (_, cut, _) = times.select_nth_unstable(count - max);
-        let cut = *cut;
-        let newer = times.iter().filter(|t| **t > cut).count();
-        Selection { cut, ties: max - newer }
     }
 
     /// Adds the entries of [`encode`](Self::encode)'s output; trailing partial bytes are ignored.
@@ -278,8 +286,7 @@ impl SeenSet {
             let mut t = [0u8; 4];
             t.copy_from_slice(&c[8..]);
             let (k, at) = (u64::from_le_bytes(k), u32::from_le_bytes(t));
-            crate::capped::make_room(&mut self.map);
-            let e = self.map.entry(k).or_insert(at);
+            let e = self.map.get_or_insert(k, at);
             *e = (*e).max(at);
             // Bounded while loading too.
             if self.map.len() > self.max + self.max / 10 {
@@ -291,8 +298,7 @@ impl SeenSet {
     /// Applies the TTL and the caps now (after [`add_encoded`](Self::add_encoded) and [`add_encoded_counts`](Self::add_encoded_counts)).
     pub fn trim_now(&mut self) {
         self.trim(now_secs(), self.max);
-        let max = self.counts_max();
-        self.counts = self.newest_counts(now_secs(), max).into_iter().collect();
+        self.trim_counts(now_secs(), self.counts_max());
     }
 }
 
@@ -302,15 +308,16 @@ mod tests {
 
     #[test]
     fn at_its_cap_the_table_keeps_its_size() {
-        // Trimmed at 2,200 entries to 2,000: 4,096 slots (room for 3,584).
+        // Trimmed at 2,200 entries to 2,000: never more slots than 2,201
+        // entries need at three quarters full.
         let mut s = SeenSet::new(Duration::from_secs(3600), 2000);
         let mut most = 0;
         for i in 0..100_000 {
             s.insert(&format!("uid-{i}"), "1");
-            most = most.max(s.map.capacity());
+            most = most.max(s.map.slots());
         }
         assert!(s.len() <= 2200);
-        assert!(most <= 3584, "the table grew to room for {most}");
+        assert!(most <= 2201 * 4 / 3 + 1, "the table grew to {most} slots");
     }
 
     #[test]
