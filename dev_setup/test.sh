@@ -37,6 +37,8 @@ bash dev_setup/build-filters.sh
 step "conformance suite on Node.js (every example filter, and the contract modules)"
 node filters/conformance/run.mjs all
 node filters/conformance/run.mjs contract
+step "guest SDK unit tests (natively: the edit builder, the JSON helpers)"
+cargo test --manifest-path guest-sdk/Cargo.toml --workspace --locked --quiet
 # The same vectors on the collector's wasmtime host (runtime/tests/conformance.rs): fail, don't skip, if one is missing.
 export EC_REQUIRE_FILTERS=1
 

@@ -58,10 +58,27 @@ impl Edit {
             Edit::RemoveLabel(k) => W::RemoveLabel(k),
             Edit::SetAnnotation(k, v) => W::SetAnnotation((k, v)),
             Edit::RemoveAnnotation(k) => W::RemoveAnnotation(k),
-            Edit::SetExtra(k, v) => W::SetExtra((k, v.to_string())),
+            Edit::SetExtra(k, v) => W::SetExtra((k, json_text(v))),
             Edit::RemoveExtra(k) => W::RemoveExtra(k),
             Edit::SetMessage(m) => W::SetMessage(m),
         }
+    }
+}
+
+/// The JSON text of `v`, byte for byte what `serde_json` writes. A string
+/// with nothing to escape (the usual `extra` value: `"high"`, a team name) is
+/// quoted in its own buffer: no formatter and no second allocation, which
+/// was a measurable part of an enricher's call.
+fn json_text(v: Value) -> String {
+    match v {
+        Value::String(mut s) if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) => {
+            s.reserve_exact(2);
+            s.insert(0, '"');
+            s.push('"');
+            s
+        }
+        // Serializing a `Value` cannot fail (its map keys are strings).
+        v => serde_json::to_string(&v).unwrap_or_default(),
     }
 }
 
@@ -284,6 +301,27 @@ mod tests {
                 ("owner".to_string(), r#"{"oncall":true,"team":"web"}"#.to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn json_text_is_what_serde_json_writes() {
+        let values = [
+            Value::from("high"),
+            Value::from(""),
+            Value::from("sch\u{f6}n \u{1f600}"),
+            Value::from("quote \" in"),
+            Value::from("back\\slash"),
+            Value::from("tab\tnewline\n\u{1}\u{1f}"),
+            Value::from("\u{7f} is not escaped"),
+            Value::from(3),
+            Value::from(-2.5),
+            Value::from(true),
+            Value::Null,
+            serde_json::json!({"a": [1, "x\"y"], "b": {"c": null}}),
+        ];
+        for v in values {
+            assert_eq!(json_text(v.clone()), serde_json::to_string(&v).unwrap(), "{v:?}");
+        }
     }
 
     #[test]
