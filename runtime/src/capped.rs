@@ -250,7 +250,15 @@ impl<V: Copy + Default> CappedTable<V> {
             return false;
         }
         let to = if n < self.full_slots {
-            (n * 2).min(self.full_slots)
+            if n * 2 * LOAD_DEN >= self.full_slots * LOAD_NUM {
+                // Straight to the full size when doubling comes within a
+                // quarter of it: the short step after it would hold a
+                // near-full table and the full one at once (+6 MiB at the
+                // repeat tracker's default cap).
+                self.full_slots
+            } else {
+                n * 2
+            }
         } else {
             // The owner keeps more than it said: grow as a HashMap would.
             n * 2
@@ -342,6 +350,23 @@ mod tests {
         assert!(t.len() as u64 <= cap + 1);
         // 1,024 slots, then the size that holds 1,001 entries at three quarters.
         assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1024, slots_for(1001)]);
+    }
+
+    #[test]
+    fn the_last_step_goes_straight_to_the_full_size() {
+        // At the repeat tracker's default cap: 131,072 slots, then the full
+        // 266,668 at once, not 262,144 and a short step to 266,668 later.
+        let mut t: CappedTable<u64> = CappedTable::new(200_001);
+        let mut sizes = vec![t.slots()];
+        for k in 1..=200_001u64 {
+            t.insert(k, k);
+            if sizes.last() != Some(&t.slots()) {
+                sizes.push(t.slots());
+            }
+        }
+        let full = slots_for(200_001);
+        assert_eq!(sizes.last(), Some(&full));
+        assert!(sizes.windows(2).all(|w| w[1] >= w[0] * 2), "{sizes:?}");
     }
 
     #[test]
