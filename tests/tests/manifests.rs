@@ -161,20 +161,31 @@ fn prepare(cluster: &Cluster) {
         .display()
         .to_string();
     run("kubectl", &["--kubeconfig", kc, "apply", "-f", &crds], None);
-    run(
-        "kubectl",
-        &[
-            "--kubeconfig",
-            kc,
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=60s",
-            "crd/servicemonitors.monitoring.coreos.com",
-            "crd/prometheusrules.monitoring.coreos.com",
-        ],
-        None,
-    );
+    let wait = [
+        "--kubeconfig",
+        kc,
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+    ];
+    // Right after the apply a CRD may have no `status.conditions` yet, and
+    // this kubectl then fails at once ("accessor error") instead of waiting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, err) = try_run("kubectl", &wait, None);
+        if ok {
+            break;
+        }
+        assert!(
+            err.contains("accessor error") && std::time::Instant::now() < deadline,
+            "kubectl {} failed:\n{err}\n{out}",
+            wait.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     cluster.create_namespace(NAMESPACE).expect("namespace");
 }
 
