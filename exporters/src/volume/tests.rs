@@ -638,6 +638,37 @@ async fn a_failed_partial_write_is_rolled_back() {
 }
 
 #[tokio::test]
+async fn a_batch_bigger_than_a_write_chunk_is_written_whole_and_in_order() {
+    let tmp = TempDir::new().unwrap();
+    let active = tmp.path().join("out/events.jsonl");
+    let e = config(&tmp).build("vol").unwrap();
+    // 20,000 lines of 41 bytes: four chunks of at most 256 KiB.
+    e.export(&batch(0..20_000)).await.unwrap();
+    e.export(&batch(20_000..20_003)).await.unwrap();
+    assert_eq!(content(&active), lines(0..20_003));
+    let s = e.stats();
+    assert_eq!((s.batches, s.records, s.bytes), (2, 20_003, 20_003 * LINE));
+}
+
+#[tokio::test]
+async fn a_failure_in_a_later_chunk_rolls_back_the_whole_batch() {
+    let tmp = TempDir::new().unwrap();
+    let active = tmp.path().join("out/events.jsonl");
+    let e = config(&tmp).build("vol").unwrap();
+    e.export(&batch(0..3)).await.unwrap();
+    // The first chunk and part of the second reach the file, then the disk is full.
+    e.inject(Fault {
+        written: 400_000,
+        error: io::ErrorKind::StorageFull,
+        fail_truncate: false,
+    });
+    assert_eq!(e.export(&batch(3..20_003)).await.unwrap_err().reason, "disk_full");
+    assert_eq!(content(&active), lines(0..3), "nothing of the failed batch stays");
+    e.export(&batch(3..20_003)).await.unwrap();
+    assert_eq!(content(&active), lines(0..20_003));
+}
+
+#[tokio::test]
 async fn a_failed_rollback_is_finished_before_the_next_write() {
     let tmp = TempDir::new().unwrap();
     let active = tmp.path().join("out/events.jsonl");

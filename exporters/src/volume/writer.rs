@@ -16,8 +16,10 @@ use super::naming::{self, NameKey, Variant};
 use super::recover::Mark;
 use super::{Ctx, FsyncPolicy, append_json_line, bump};
 
-/// The write buffer is kept between batches up to this capacity.
-const MAX_KEPT_BUFFER: usize = 16 << 20;
+/// A batch is written in chunks of about this many bytes, through one buffer
+/// kept between batches: a batch of 1,000 events (~1 MB) no longer leaves a
+/// buffer of its size resident after it.
+const CHUNK: usize = 256 << 10;
 
 /// The file batches are appended to.
 struct Active {
@@ -118,29 +120,23 @@ impl Writer {
         self.ensure_open(ctx)
     }
 
-    /// Writes the batch as one buffer; returns the bytes written.
+    /// Writes the batch (in chunks of about [`CHUNK`] bytes); returns the
+    /// bytes written. On an error the file is cut back to where the batch
+    /// started.
     pub(super) fn write_batch(&mut self, ctx: &Ctx, batch: &[Arc<Record>]) -> Result<u64, ExportError> {
-        self.buf.clear();
-        self.buf.reserve(batch.iter().map(|r| r.json.len() + 1).sum());
-        for r in batch {
-            append_json_line(&mut self.buf, &r.json);
-        }
-        let n = self.buf.len() as u64;
+        // A line is the record's JSON (newlines made spaces) and a newline.
+        let n: u64 = batch.iter().map(|r| r.json.len() as u64 + 1).sum();
 
         self.ensure_open(ctx)?;
         if self.rotation_due(ctx, n) {
             self.rotate(ctx)?;
             self.ensure_open(ctx)?;
         }
-        let result = self.append(ctx);
-        if self.buf.capacity() > MAX_KEPT_BUFFER {
-            self.buf = Vec::new();
-        }
-        result.map(|()| n)
+        self.append(ctx, batch).map(|()| n)
     }
 
-    /// Appends `self.buf` to the active file, or leaves the file as it was.
-    fn append(&mut self, ctx: &Ctx) -> Result<(), ExportError> {
+    /// Appends the batch's lines to the active file, or leaves the file as it was.
+    fn append(&mut self, ctx: &Ctx, batch: &[Arc<Record>]) -> Result<(), ExportError> {
         let Some(active) = self.active.as_mut() else {
             return Err(ExportError::transient(
                 "io",
@@ -155,15 +151,50 @@ impl Writer {
 
         #[cfg(test)]
         let fault = self.fault.take();
+        // The bytes the injected fault lets through before it fails the write.
         #[cfg(test)]
-        let written = match fault {
-            Some(f) => (&*file)
-                .write_all(&self.buf[..f.written.min(self.buf.len())])
-                .and_then(|()| Err(io::Error::from(f.error))),
-            None => (&*file).write_all(&self.buf),
-        };
-        #[cfg(not(test))]
-        let written = (&*file).write_all(&self.buf);
+        let mut allowance = fault.map(|f| f.written);
+
+        let mut written_len = 0u64;
+        let mut rest = batch;
+        let mut written: io::Result<()> = Ok(());
+        while !rest.is_empty() {
+            self.buf.clear();
+            while let Some((r, tail)) = rest.split_first() {
+                if !self.buf.is_empty() && self.buf.len() + r.json.len() + 1 > CHUNK {
+                    break;
+                }
+                append_json_line(&mut self.buf, &r.json);
+                rest = tail;
+            }
+            #[cfg(test)]
+            let chunk_written = match (allowance.as_mut(), fault) {
+                (Some(left), Some(f)) if *left < self.buf.len() => (&*file)
+                    .write_all(&self.buf[..*left])
+                    .and_then(|()| Err(io::Error::from(f.error))),
+                (Some(left), _) => {
+                    *left -= self.buf.len();
+                    (&*file).write_all(&self.buf)
+                }
+                _ => (&*file).write_all(&self.buf),
+            };
+            #[cfg(not(test))]
+            let chunk_written = (&*file).write_all(&self.buf);
+            if let Err(e) = chunk_written {
+                written = Err(e);
+                break;
+            }
+            written_len += self.buf.len() as u64;
+        }
+        // An injected fault fails the write even when its bytes covered the batch.
+        #[cfg(test)]
+        if let (Ok(()), Some(f)) = (&written, fault) {
+            written = Err(io::Error::from(f.error));
+        }
+        if self.buf.capacity() > CHUNK * 2 {
+            // One record bigger than a chunk: do not keep its buffer.
+            self.buf = Vec::new();
+        }
 
         let result = match written {
             Err(e) => Err(ctx.io_error("cannot write to", &ctx.active_path, &e)),
@@ -176,7 +207,7 @@ impl Writer {
         };
         match result {
             Ok(()) => {
-                active.len += self.buf.len() as u64;
+                active.len += written_len;
                 self.set_mark(ctx);
                 Ok(())
             }
