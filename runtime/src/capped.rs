@@ -234,13 +234,6 @@ impl<V: Copy + Default> CappedTable<V> {
         self.iter().map(|(_, v)| v)
     }
 
-    /// Removes every entry, keeping the allocation.
-    pub fn clear(&mut self) {
-        self.keys.fill(0);
-        self.len = 0;
-        self.zero = None;
-    }
-
     /// Makes room for one more entry: doubles the slots (up to the size that
     /// holds the owner's `most`) when one more would pass the load limit.
     /// Returns whether the table was resized.

@@ -132,11 +132,11 @@ impl Writer {
             self.rotate(ctx)?;
             self.ensure_open(ctx)?;
         }
-        self.append(ctx, batch).map(|()| n)
+        self.append(ctx, batch, n).map(|()| n)
     }
 
-    /// Appends the batch's lines to the active file, or leaves the file as it was.
-    fn append(&mut self, ctx: &Ctx, batch: &[Arc<Record>]) -> Result<(), ExportError> {
+    /// Appends the batch's lines (`n` bytes) to the active file, or leaves the file as it was.
+    fn append(&mut self, ctx: &Ctx, batch: &[Arc<Record>], n: u64) -> Result<(), ExportError> {
         let Some(active) = self.active.as_mut() else {
             return Err(ExportError::transient(
                 "io",
@@ -155,7 +155,6 @@ impl Writer {
         #[cfg(test)]
         let mut allowance = fault.map(|f| f.written);
 
-        let mut written_len = 0u64;
         let mut rest = batch;
         let mut written: io::Result<()> = Ok(());
         while !rest.is_empty() {
@@ -184,7 +183,6 @@ impl Writer {
                 written = Err(e);
                 break;
             }
-            written_len += self.buf.len() as u64;
         }
         // An injected fault fails the write even when its bytes covered the batch.
         #[cfg(test)]
@@ -207,7 +205,7 @@ impl Writer {
         };
         match result {
             Ok(()) => {
-                active.len += written_len;
+                active.len += n;
                 self.set_mark(ctx);
                 Ok(())
             }
