@@ -262,16 +262,51 @@ pub fn core_logger() -> Vec<u8> {
 }
 
 /// Runs `f` with this thread's log lines captured.
+///
+/// One global subscriber routes each line to the capture of the thread that
+/// logged it. A scoped subscriber (`with_default`) per test is not enough:
+/// tracing caches a callsite's interest process-wide, computed on the first
+/// thread that reaches it, so a sibling test thread without a subscriber
+/// could turn a line off for everyone (a flake seen in CI).
 pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(|| ThreadCapture)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("capture_logs installs the binary's only global subscriber");
+    });
     let capture = LogCapture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let r = tracing::subscriber::with_default(subscriber, f);
+    CAPTURE.with(|c| *c.borrow_mut() = Some(capture.clone()));
+    let r = f();
+    CAPTURE.with(|c| *c.borrow_mut() = None);
     (r, capture.text())
+}
+
+thread_local! {
+    /// Where this thread's log lines go while `capture_logs` runs.
+    static CAPTURE: std::cell::RefCell<Option<LogCapture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the logging thread's capture, if any (else the line is dropped).
+struct ThreadCapture;
+
+impl std::io::Write for ThreadCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::Write as _;
+        CAPTURE.with(|c| {
+            if let Some(capture) = c.borrow_mut().as_mut() {
+                capture.write_all(buf)?;
+            }
+            Ok(buf.len())
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `init` answers with an error message: the module must be rejected.
