@@ -296,7 +296,6 @@ struct ThreadCapture;
 
 impl std::io::Write for ThreadCapture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use std::io::Write as _;
         CAPTURE.with(|c| {
             if let Some(capture) = c.borrow_mut().as_mut() {
                 capture.write_all(buf)?;
