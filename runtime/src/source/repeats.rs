@@ -2,10 +2,14 @@
 //! the source can tell a new occurrence (count went up) from a re-delivery
 //! (relist, the other API's view, a metadata-only update).
 //!
-//! This is not an object cache: an entry is 24 bytes (a hash of the uid, a
-//! hash of the resourceVersion, the count saturated at u32, when it was last
-//! seen) in a [`CappedTable`], capped at a configured size, with entries older
-//! than the event TTL evicted first, then the least recently seen.
+//! This is not an object cache: an entry is 20 bytes (a 64-bit hash of the
+//! uid, a 32-bit hash of the resourceVersion, the count saturated at u32, when
+//! it was last seen) in a [`CappedTable`], capped at a configured size, with
+//! entries older than the event TTL evicted first, then the least recently
+//! seen. The resourceVersion hash only tells a re-delivery of the very same
+//! object from a metadata-only update: a count that went up is a new
+//! occurrence whatever the hash says, so a collision (1 in 2^32) can at worst
+//! hide one metadata-only update, never an occurrence.
 //!
 //! uids are keyed with the stable [`uid_key`], so that the counts saved with
 //! the checkpoint (acknowledged ones only: see `state::seen`) can
@@ -18,13 +22,14 @@ use crate::capped::CappedTable;
 
 use crate::state::seen::uid_key;
 
-/// The resourceVersion hash of a seeded entry (no resourceVersion is known).
-const SEEDED_RV: u64 = 0;
+/// The resourceVersion hash of a seeded entry (no resourceVersion is known;
+/// [`rv_hash`] never gives it).
+const SEEDED_RV: u32 = 0;
 
-/// 16 bytes: with its 8-byte key a table slot is 24.
+/// 12 bytes: with its 8-byte key a table slot is 20.
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
-    rv: u64,
+    rv: u32,
     /// Saturated at u32::MAX (the API's count is an int32).
     count: u32,
     /// Seconds since the tracker started, when last seen (for the TTL and the eviction order).
@@ -33,6 +38,11 @@ struct Entry {
 
 fn sat(count: u64) -> u32 {
     count.min(u32::MAX as u64) as u32
+}
+
+/// A 32-bit hash of a resourceVersion, never [`SEEDED_RV`].
+fn rv_hash(rv: &str) -> u32 {
+    ((uid_key(rv) >> 32) as u32).max(1)
 }
 
 /// What the tracker makes of one observation.
@@ -66,10 +76,6 @@ impl RepeatTracker {
         }
     }
 
-    fn hash(&self, s: &str) -> u64 {
-        uid_key(s)
-    }
-
     /// Remembers that `count` occurrences of the uid with key `key` were
     /// passed on before a restart (its resourceVersion is not known: the
     /// seen-set catches the very same object again). An entry already there
@@ -94,14 +100,17 @@ impl RepeatTracker {
     /// Records an observation of `uid` at `rv` with `count` occurrences and
     /// says what it is.
     pub fn observe(&mut self, uid: &str, rv: &str, count: u64) -> Verdict {
-        let key = self.hash(uid);
-        let rv = self.hash(rv);
+        self.judge(uid_key(uid), rv_hash(rv), sat(count))
+    }
+
+    /// [`observe`](Self::observe) by hashes.
+    fn judge(&mut self, key: u64, rv: u32, count: u32) -> Verdict {
         let seen = self.now();
-        let count = sat(count);
         let fresh = Entry { count, rv, seen };
         let verdict = match self.map.insert(key, fresh) {
             None => Verdict::New,
-            Some(old) if old.rv == rv => Verdict::Duplicate,
+            // The very same object again (a count that went up is news whatever the hash says).
+            Some(old) if old.rv == rv && count <= old.count => Verdict::Duplicate,
             Some(old) if count > old.count => Verdict::Repeat {
                 prev: u64::from(old.count),
             },
@@ -129,8 +138,7 @@ impl RepeatTracker {
 
     /// Forgets a uid (the event was deleted).
     pub fn forget(&mut self, uid: &str) {
-        let key = self.hash(uid);
-        self.map.remove(key);
+        self.map.remove(uid_key(uid));
     }
 
     pub fn len(&self) -> usize {
@@ -200,6 +208,19 @@ mod tests {
         assert_eq!(t.observe("a", "5", 4), Verdict::Repeat { prev: 3 });
         t.forget("a");
         assert_eq!(t.observe("a", "6", 4), Verdict::New);
+    }
+
+    #[test]
+    fn a_colliding_resource_version_hash_never_hides_an_occurrence() {
+        let mut t = RepeatTracker::new(100, Duration::from_secs(3600));
+        let key = uid_key("a");
+        assert_eq!(t.judge(key, 7, 1), Verdict::New);
+        // Another resourceVersion with the same 32-bit hash and a higher count: a new occurrence.
+        assert_eq!(t.judge(key, 7, 2), Verdict::Repeat { prev: 1 });
+        // With the same count it passes for the same object (at worst a metadata-only update is hidden).
+        assert_eq!(t.judge(key, 7, 2), Verdict::Duplicate);
+        assert_eq!(t.judge(key, 8, 2), Verdict::Unchanged { prev: 2 });
+        assert_ne!(rv_hash("0"), SEEDED_RV);
     }
 
     #[test]
