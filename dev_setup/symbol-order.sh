@@ -11,9 +11,10 @@
 #
 # The profiles are callgrind runs of the release binary: a replay of a
 # generated corpus (no filters), a watch of a throw-away cluster
-# (dev_setup/cluster-up.sh) through its list, a stream of new events and a
-# stop, and a replay through the Rust filter and enricher from a cold module
-# cache. Re-run it after changing dependencies or much of the code: the
+# (dev_setup/cluster-up.sh) through its list, a stream of new events, scrapes
+# of /metrics, /healthz and /readyz, and a stop, and a replay through the Rust
+# filter and enricher from a cold module cache. The Volume files are small, so
+# that every run rotates them. Re-run it after changing dependencies or much of the code: the
 # linker skips names the build no longer has (their functions keep the
 # compiler's order), which costs memory, never correctness. ~5 minutes.
 set -euo pipefail
@@ -44,8 +45,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# config NAME API [yes]: a collector config writing to $work/NAME.out; with
-# "yes", the Rust filter and enricher on the route (a cold module cache).
+# config NAME API [yes] [HTTP]: a collector config writing to $work/NAME.out;
+# with "yes", the Rust filter and enricher on the route (a cold module cache);
+# with HTTP (IP:PORT), the metrics and health endpoints served there.
 config() {
   local filters=""
   if [ "${3:-}" = yes ]; then
@@ -64,7 +66,8 @@ startup = \"all\"
 [state]
 dir = \"$work/$1.state\"
 [http]
-enabled = false
+enabled = $([ -n "${4:-}" ] && echo "true
+address = \"$4\"" || echo false)
 [wasm]
 cache_dir = \"$work/$1.wasm-cache\"
 # valgrind cannot reserve the instance pool's address space
@@ -76,6 +79,7 @@ type = \"volume\"
 path = \"$work/$1.out\"
 fsync = \"never\"
 compress = false
+max_file_size = \"1MiB\"
 [[routes]]
 name = \"all\"
 default = true
@@ -91,7 +95,7 @@ callgrind() {
     "$bin" --log-format json "$@" > /dev/null 2> "$work/$name.log"
 }
 
-lines_out() { cat "$work/$1.out"/*.jsonl 2>/dev/null | wc -l; }
+lines_out() { cat "$work/$1.out"/*.jsonl* 2>/dev/null | wc -l; }
 
 # wait_lines NAME N: until the collector NAME exported N events (5 minutes at most).
 wait_lines() {
@@ -128,7 +132,8 @@ gen() {
 }
 for i in 0 1; do kubectl --kubeconfig "$ADMIN_KUBECONFIG" create ns "profile-$i" > /dev/null; done
 gen 1000
-config watch both > "$work/watch.toml"
+http="127.0.0.1:$(free_port)"
+config watch both no "$http" > "$work/watch.toml"
 # Started directly (not through a function, which would run in a subshell) so
 # that $! is valgrind itself; it passes SIGTERM on to the collector, which stops.
 valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/watch.cg" \
@@ -138,6 +143,7 @@ collector=$!
 wait_lines watch 4000
 gen 1000
 wait_lines watch 8000
+for path in metrics healthz readyz metrics; do curl -sf "http://$http/$path" > /dev/null || true; done
 kill -TERM "$collector"
 wait "$collector" || true
 collector=""
