@@ -1,5 +1,5 @@
-//! Link settings of the `event-collector` binary: its code laid out by use,
-//! and its relocations packed.
+//! Link settings of the `event-collector` binary: its code laid out by use
+//! (release builds; `link/symbol-order.txt`), and its relocations packed.
 //!
 //! On Linux with glibc 2.36 or newer, relative relocations are packed
 //! (`DT_RELR`): the position-independent binary's 1.6 MB of `.rela.dyn`,
@@ -25,9 +25,14 @@ fn main() {
     // writes the file from profiles of the release build): the code pages the
     // process maps are then code it runs. Names the build no longer has are
     // skipped by the linker, so a stale file costs memory, never correctness.
+    // The option is lld's, rustc's default linker on x86_64 Linux since 1.90;
+    // `EC_SYMBOL_ORDER=0` leaves it out (another linker).
+    println!("cargo:rerun-if-env-changed=EC_SYMBOL_ORDER");
     let order = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("link/symbol-order.txt");
     println!("cargo:rerun-if-changed={}", order.display());
-    if std::env::var("PROFILE").as_deref() == Ok("release") && linux_gnu_host() && order.is_file() {
+    let lld = std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64")
+        && std::env::var("EC_SYMBOL_ORDER").as_deref() != Ok("0");
+    if std::env::var("PROFILE").as_deref() == Ok("release") && linux_gnu_host() && lld && order.is_file() {
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()
