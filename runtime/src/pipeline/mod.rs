@@ -99,14 +99,17 @@ pub(crate) enum AckMsg {
     Sample(crate::ack::SinkSample),
 }
 
-/// Batches in flight between stages.
-const STAGE_DEPTH: usize = 4;
+/// Batches in flight between stages. Two keep both cores busy (the replay's
+/// throughput and CPU per event are the same as with four) and hold half as
+/// many events while a list runs at full speed (docs/benchmarks.md, memory
+/// optimisation 17).
+const STAGE_DEPTH: usize = 2;
 /// Most events `process` takes from the source at once.
 const PROCESS_BATCH: usize = 256;
 /// Chunks of decoded events (each up to [`PROCESS_BATCH`]) the source may run
 /// ahead of `process`: as many as the stages after it hold. An event is ~3 KB
 /// in memory, so this bounds what a fast list (thousands of events a second)
-/// piles up: 4096 events held ~12 MiB at peak.
+/// piles up: 4096 events held ~12 MiB at peak, 1024 hold ~3 MiB, 512 now.
 const SOURCE_DEPTH: usize = STAGE_DEPTH;
 
 /// Runs the pipeline until the source ends or `shutdown` is cancelled, then
