@@ -50,7 +50,7 @@ pub struct CappedTable<V: Copy> {
     full_slots: usize,
 }
 
-impl<V: Copy + Default> std::fmt::Debug for CappedTable<V> {
+impl<V: Copy> std::fmt::Debug for CappedTable<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CappedTable")
             .field("len", &self.len())
@@ -63,7 +63,7 @@ fn slots_for(entries: usize) -> usize {
     entries.saturating_mul(LOAD_DEN) / LOAD_NUM + 1
 }
 
-impl<V: Copy + Default> CappedTable<V> {
+impl<V: Copy> CappedTable<V> {
     /// A table whose owner keeps at most `most` entries: it is never resized
     /// once it has room for them.
     pub fn new(most: usize) -> Self {
