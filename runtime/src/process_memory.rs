@@ -156,6 +156,20 @@ impl ListBurst {
         }
         ListBurst(())
     }
+
+    /// A page of the list was read, on the thread that read it: that
+    /// thread's heap gives back its pages that are free now (the earlier
+    /// pages' events, freed by the stages downstream) and the arenas purge at
+    /// once. Without it, freed pages wait in the heap for reuse or retirement:
+    /// ~2.5 MiB more at a 100k-event list's peak (docs/benchmarks.md, memory
+    /// optimisation 18). It costs well under 1% of a list's time.
+    pub fn page_read(&self) {
+        #[cfg(not(feature = "system-alloc"))]
+        // SAFETY: collects the calling thread's mimalloc heap; no pointers passed.
+        unsafe {
+            libmimalloc_sys::mi_collect(true)
+        };
+    }
 }
 
 impl Drop for ListBurst {

@@ -364,6 +364,50 @@ async fn startup_exports_the_backlog_or_only_recent_events() {
     assert!(log.contains("dropped=1"), "{log}");
 }
 
+/// A backlog of many pages: each page is read as it streams in
+/// (runtime/src/source/list_page.rs) and the continue tokens are followed to
+/// the end. The messages carry what a boundary finder could trip on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_of_many_pages_is_listed_whole() {
+    let cluster = Cluster::start().expect("cluster");
+    cluster.create_namespace("e2e").unwrap();
+    let client = cluster.admin_client().await.unwrap();
+    let awkward = "quote \" brace } bracket ] comma , \\ backslash caf\u{e9} \u{1F600} {\"items\":[1]}";
+    let mut made = Vec::new();
+    for i in 0..23 {
+        let message = format!("{i}: {awkward}");
+        let uid = if i % 2 == 0 {
+            let ev = events::core("e2e", &format!("core-{i}"), "Normal", "Pulled", "Pod", "a", &message);
+            events::create_core(&client, &ev).await.unwrap().metadata.uid
+        } else {
+            let ev = events::v1("e2e", &format!("v1-{i}"), "Normal", "Pulled", "Pod", "a", &message);
+            events::create_v1(&client, &ev).await.unwrap().metadata.uid
+        };
+        made.push((uid.unwrap(), message));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("events");
+    let body = volume_config("both", &out).replace("api = \"both\"", "api = \"both\"\npage_size = 4");
+    let config = write_config(work.path(), &body);
+    let collector = Collector::start(&config, cluster.collector_kubeconfig(), &[]).unwrap();
+    wait_for_events(&out, made.len(), WAIT);
+    // Give a duplicate a chance to show up before counting.
+    std::thread::sleep(Duration::from_secs(2));
+    let got = read_volume(&out).unwrap();
+    let log = collector.log_text();
+    assert_eq!(
+        got.len(),
+        made.len(),
+        "every event once (23 events, pages of 4); log:\n{log}"
+    );
+    for (uid, message) in &made {
+        let lines = by_uid(&got, uid);
+        assert_eq!(lines.len(), 1, "event {uid} once");
+        assert_eq!(lines[0]["message"], message.as_str(), "{}", lines[0]);
+    }
+    assert!(!log.contains("skipping an object"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_cleanly_with_exit_zero() {
     let cluster = Cluster::start().expect("cluster");

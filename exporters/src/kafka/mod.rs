@@ -542,6 +542,12 @@ impl KafkaConfig {
                     cc.set(prop, path.display().to_string());
                 }
             }
+            // OpenSSL is built in (rdkafka's `ssl-vendored`), so its compiled-in
+            // CA path is not the system's: librdkafka looks in the usual places
+            // (/etc/ssl/certs/ca-certificates.crt, ...) instead.
+            if tls.ca_file.is_none() {
+                cc.set("ssl.ca.location", "probe");
+            }
         }
         if let Some(sasl) = &self.sasl {
             if sasl.username.is_empty() {

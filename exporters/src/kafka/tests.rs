@@ -266,6 +266,17 @@ fn tls_files_are_checked() {
 }
 
 #[test]
+fn tls_without_a_ca_file_uses_the_system_certificates() {
+    let c = cfg("tls = {}");
+    // The built-in OpenSSL's own CA path is not the system's: librdkafka probes.
+    assert_eq!(c.client_config("k").unwrap().get("ssl.ca.location"), Some("probe"));
+    // The SSL context is made with the producer: it finds this machine's CA bundle.
+    if let Err(e) = c.build("kafka-out") {
+        panic!("a TLS producer with the system's CAs: {e}");
+    }
+}
+
+#[test]
 fn reserved_and_invalid_properties() {
     let e = build_err(&cfg("[properties]\n\"linger.ms\" = 100"));
     assert!(

@@ -129,10 +129,30 @@ impl std::fmt::Debug for Version {
     }
 }
 
+/// wasmtime's error (from the memfd crate) when the memory image's seals are refused.
+const SEAL_REFUSED: &str = "cannot add seals to the memfd";
+/// Further tries after a refused seal.
+const SEAL_RETRIES: u64 = 2;
+
 impl Version {
     /// A new instance of this version, as a worker makes on its first event.
+    ///
+    /// The module's memory image is made on its first instantiation, in a
+    /// sealed memfd. Linux refuses the seal (EBUSY) while something else holds
+    /// a reference to one of its pages (the kernel's DAMON monitor does, for a
+    /// moment): that try is made once more, since nothing was cached.
     pub fn instantiate(&self, spec: &InstanceSpec, config_json: &str) -> Result<Instance, CallError> {
-        Instance::new(&self.engine, &self.code, spec, config_json)
+        let mut tries = 0;
+        loop {
+            match Instance::new(&self.engine, &self.code, spec, config_json) {
+                Err(e) if e.message.contains(SEAL_REFUSED) && tries < SEAL_RETRIES => {
+                    tries += 1;
+                    tracing::debug!(filter = %spec.filter, error = %e.message, "memory image not sealed; instantiating again");
+                    std::thread::sleep(std::time::Duration::from_millis(20 * tries));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// The first 12 hex digits of the sha256, for log lines.

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod gap;
+pub mod list_page;
 pub mod repeats;
 pub mod replay;
 pub mod watch;
@@ -152,6 +153,7 @@ pub fn watch(
             tracing::info!(watch = %spec, resume_from = resume.as_ref().map(|r| r.resource_version.as_str()), "starting watch");
             let events = watch::KubeEventApi {
                 api,
+                client: client.clone(),
                 field_selector: spec.field_selector.clone(),
                 label_selector: spec.label_selector.clone(),
                 timeout: 290,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::{AsyncBufReadExt, Stream, StreamExt};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -314,6 +314,9 @@ impl<A: EventApi> Machine<A> {
                 }
                 match self.api.list(self.cfg.page_size, continue_token.clone()).await {
                     Ok(page) => {
+                        if let Some(burst) = &self.list_burst {
+                            burst.page_read();
+                        }
                         self.backoff = self.cfg.backoff_initial;
                         let initial = self.fresh_start && cause.is_none();
                         for w in page.items {
@@ -383,11 +386,7 @@ impl<A: EventApi> Machine<A> {
                     self.rv = Some(rv.clone());
                     self.progress_at = Utc::now();
                 }
-                vec![Out::Event {
-                    deleted,
-                    raw: Box::new(raw),
-                    initial,
-                }]
+                vec![Out::Event { deleted, raw, initial }]
             }
             Err(m) => {
                 if !listing && let Some(rv) = &m.resource_version {
@@ -402,10 +401,13 @@ impl<A: EventApi> Machine<A> {
     }
 }
 
-/// The real API: `kube::Api` over [`WireEvent`].
+/// The real API: `kube::Api` over [`WireEvent`]; list pages are read as
+/// they stream in ([`super::list_page`]).
 #[derive(Clone)]
 pub struct KubeEventApi {
     pub api: kube::Api<WireEvent>,
+    /// The client of `api`, for list requests read as a stream.
+    pub client: kube::Client,
     pub field_selector: Option<String>,
     pub label_selector: Option<String>,
     /// Server-side watch timeout (seconds).
@@ -425,11 +427,34 @@ impl EventApi for KubeEventApi {
         if let Some(t) = continue_token {
             lp = lp.continue_token(&t);
         }
-        let list = self.api.list(&lp).await?;
+        // As `Api::list` asks, but the body is read chunk by chunk: kube's
+        // `list` holds the whole page as bytes, then as a copy, then as a
+        // `String`, beside the decoded items. Errors (410 Gone included) are
+        // kube's, from `request_stream`.
+        let mut req = kube::core::Request::new(self.api.resource_url())
+            .list(&lp)
+            .map_err(|e| ApiError::Other(format!("list request for {}: {e}", self.api.resource_url())))?;
+        req.extensions_mut().insert("list");
+        let body = self.client.request_stream(req).await?;
+        let mut body = std::pin::pin!(body);
+        let mut reader = super::list_page::PageReader::default();
+        let mut items = Vec::with_capacity(limit as usize);
+        let unreadable =
+            |e: &dyn std::fmt::Display| ApiError::Other(format!("list of {}: {e}", self.api.resource_url()));
+        loop {
+            let chunk = body.fill_buf().await.map_err(|e| unreadable(&e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            reader.feed(chunk, |text| items.push(WireEvent::from_json(text)));
+            body.consume_unpin(n);
+        }
+        let envelope = reader.finish().map_err(|e| unreadable(&e))?;
         Ok(ListPage {
-            items: list.items,
-            resource_version: list.metadata.resource_version.unwrap_or_default(),
-            continue_token: list.metadata.continue_,
+            items,
+            resource_version: envelope.metadata.resource_version.unwrap_or_default(),
+            continue_token: envelope.metadata.continue_,
         })
     }
 

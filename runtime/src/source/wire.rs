@@ -38,19 +38,20 @@ impl std::fmt::Display for Malformed {
 /// One object from a list or a watch.
 #[derive(Debug, Clone)]
 pub struct WireEvent {
-    pub parsed: Result<RawEvent, Malformed>,
+    /// Boxed, so a page of them is small beside the events themselves.
+    pub parsed: Result<Box<RawEvent>, Malformed>,
     /// What kube's `Resource` API reads of an object: its resourceVersion,
     /// also for one that did not decode. Built on first use only: the
     /// collector's own watch machine never asks, so no event pays for it.
-    meta: OnceLock<ObjectMeta>,
+    meta: OnceLock<Box<ObjectMeta>>,
 }
 
 impl WireEvent {
     pub fn ok(raw: RawEvent) -> Self {
-        Self::new(Ok(raw))
+        Self::new(Ok(Box::new(raw)))
     }
 
-    fn new(parsed: Result<RawEvent, Malformed>) -> Self {
+    fn new(parsed: Result<Box<RawEvent>, Malformed>) -> Self {
         Self {
             parsed,
             meta: OnceLock::new(),
@@ -58,20 +59,20 @@ impl WireEvent {
     }
 
     /// The object's metadata as kube's `ObjectMeta` (its resourceVersion only).
-    fn kube_meta(&self) -> ObjectMeta {
+    fn kube_meta(&self) -> Box<ObjectMeta> {
         let resource_version = match &self.parsed {
             Ok(raw) => raw.metadata.resource_version.clone(),
             Err(m) => m.resource_version.clone(),
         };
-        ObjectMeta {
+        Box::new(ObjectMeta {
             resource_version,
             ..ObjectMeta::default()
-        }
+        })
     }
 
     /// Decodes one object; never fails.
     pub fn from_value(v: Value) -> Self {
-        let parsed = match RawEvent::deserialize(&v) {
+        let parsed = match Box::<RawEvent>::deserialize(&v) {
             Ok(raw) => checked(raw),
             Err(e) => Err(e.to_string()),
         };
@@ -81,15 +82,15 @@ impl WireEvent {
     /// Decodes one object from its JSON text: parsed once, straight into the
     /// wire type. The generic JSON tree is built only for an object that
     /// fails, to name it in the error.
-    pub fn from_json(text: &str) -> Self {
-        let parsed = match serde_json::from_str::<RawEvent>(text) {
+    pub fn from_json(text: &[u8]) -> Self {
+        let parsed = match serde_json::from_slice::<Box<RawEvent>>(text) {
             Ok(raw) => checked(raw),
             Err(e) => Err(e.to_string()),
         };
-        Self::with_fallback(parsed, || serde_json::from_str(text).unwrap_or(Value::Null))
+        Self::with_fallback(parsed, || serde_json::from_slice(text).unwrap_or(Value::Null))
     }
 
-    fn with_fallback(parsed: Result<RawEvent, String>, value: impl FnOnce() -> Value) -> Self {
+    fn with_fallback(parsed: Result<Box<RawEvent>, String>, value: impl FnOnce() -> Value) -> Self {
         let parsed = parsed.map_err(|error| {
             let v = value();
             let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
@@ -109,7 +110,7 @@ impl WireEvent {
 }
 
 /// An object that decoded, if it is an Event of an API we know.
-fn checked(raw: RawEvent) -> Result<RawEvent, String> {
+fn checked(raw: Box<RawEvent>) -> Result<Box<RawEvent>, String> {
     match (raw.kind.as_deref(), raw.api_version.as_deref()) {
         (Some(k), _) if k != "Event" => Err(format!("unexpected kind {k}")),
         (_, Some(a)) if crate::event::Api::from_api_version(a).is_none() => Err(format!("unexpected apiVersion {a}")),
@@ -121,7 +122,7 @@ impl<'de> Deserialize<'de> for WireEvent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // The object's text (validated JSON, not a tree), then one typed parse of it.
         let text = Box::<serde_json::value::RawValue>::deserialize(d)?;
-        Ok(WireEvent::from_json(text.get()))
+        Ok(WireEvent::from_json(text.get().as_bytes()))
     }
 }
 
@@ -189,7 +190,7 @@ mod tests {
         ];
         for v in objects {
             let text = v.to_string();
-            let (a, b) = (WireEvent::from_json(&text), WireEvent::from_value(v));
+            let (a, b) = (WireEvent::from_json(text.as_bytes()), WireEvent::from_value(v));
             match (a.parsed, b.parsed) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
                 // From text the error also says where: "... at line 1 column 15".
