@@ -1,5 +1,7 @@
 # event-collector image: build the release binary, ship it on a small
-# non-root base (distroless cc: glibc, libgcc, OpenSSL, CA certificates).
+# non-root base (distroless cc: glibc, libgcc, CA certificates). OpenSSL and
+# zlib (librdkafka's) are built into the binary: their updates come with
+# `cargo update -p openssl-src -p libz-sys` and a rebuild.
 #   docker build -t event-collector:0.1.0 .
 #   docker run --rm -v ~/.kube:/home/nonroot/.kube:ro event-collector:0.1.0
 # In a cluster, manifest/ mounts the config at /etc/event-collector/config and
@@ -13,12 +15,9 @@ COPY tests tests
 COPY guest-sdk/wit guest-sdk/wit
 RUN cargo build --release --locked -p event-collector --bin event-collector \
  && strip target/release/event-collector \
- && mkdir -p /out/data \
- && cp -L "/lib/$(gcc -dumpmachine)/libz.so.1" /out/libz.so.1
+ && mkdir -p /out/data
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-# librdkafka links zlib, which the distroless cc image does not promise.
-COPY --from=build /out/libz.so.1 /lib/libz.so.1
 COPY --from=build /src/target/release/event-collector /usr/local/bin/event-collector
 COPY event-collector.toml /etc/event-collector/config.toml
 # The working directory is the data directory: the default config writes
