@@ -140,7 +140,8 @@ impl Version {
     /// The module's memory image is made on its first instantiation, in a
     /// sealed memfd. Linux refuses the seal (EBUSY) while something else holds
     /// a reference to one of its pages (the kernel's DAMON monitor does, for a
-    /// moment): that try is made once more, since nothing was cached.
+    /// moment). Nothing was cached by the failed try, so instantiation is
+    /// tried again, at most [`SEAL_RETRIES`] times, 20 and 40 ms later.
     pub fn instantiate(&self, spec: &InstanceSpec, config_json: &str) -> Result<Instance, CallError> {
         let mut tries = 0;
         loop {

@@ -438,7 +438,7 @@ impl EventApi for KubeEventApi {
         let body = self.client.request_stream(req).await?;
         let mut body = std::pin::pin!(body);
         let mut reader = super::list_page::PageReader::default();
-        let mut items = Vec::with_capacity(limit as usize);
+        let mut items = Vec::with_capacity((limit as usize).min(1024));
         let unreadable =
             |e: &dyn std::fmt::Display| ApiError::Other(format!("list of {}: {e}", self.api.resource_url()));
         loop {
