@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod process_memory;
 pub mod reload;
 pub mod route;
+pub mod select;
 pub mod setup;
 pub mod source;
 pub mod spill;

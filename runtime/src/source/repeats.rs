@@ -156,13 +156,15 @@ impl RepeatTracker {
         let ttl = self.ttl_secs;
         self.map.retain(|_, e| now.saturating_sub(e.seen) < ttl);
         if self.map.len() > self.cap {
-            let mut times: Vec<u32> = self.map.values().map(|e| e.seen).collect();
-            let k = times.len() / 10;
-            let (_, cut, _) = times.select_nth_unstable(k);
-            let cut = *cut;
+            let k = self.map.len() / 10;
+            // The cut, found without a copy of the times.
+            let Some(kth) = crate::select::kth_smallest(self.map.values().map(|e| e.seen), k) else {
+                return;
+            };
+            let cut = kth.value;
             // Every entry older than the cut goes, and of those at the cut as many as make a tenth
             // (within one second, which of them is arbitrary).
-            let mut ties = (k + 1).saturating_sub(times.iter().filter(|t| **t < cut).count());
+            let mut ties = (k + 1).saturating_sub(kth.below);
             self.map.retain(|_, e| {
                 e.seen > cut
                     || (e.seen == cut

@@ -49,15 +49,20 @@ impl Selection {
                 ties: usize::MAX,
             };
         }
-        // Only the times (4 bytes per entry), not a copy of the table.
-        let mut times: Vec<u32> = times.filter(live).collect();
-        let (_, cut, _) = times.select_nth_unstable(count - max);
-        let cut = *cut;
-        let newer = times.iter().filter(|t| **t > cut).count();
+        // The oldest time kept, found without a copy of the times.
+        let Some(kth) = crate::select::kth_smallest(times.filter(live), count - max) else {
+            return Selection {
+                now,
+                ttl,
+                cut: 0,
+                ties: usize::MAX,
+            };
+        };
+        let newer = count - kth.below - kth.equal;
         Selection {
             now,
             ttl,
-            cut,
+            cut: kth.value,
             ties: max - newer,
         }
     }
