@@ -174,6 +174,26 @@ async fn events_exporter(broker: &Broker, ready: bool) -> KafkaExporter {
     e
 }
 
+/// `create_topics` makes the topic with its own partition count: the
+/// exporter's metadata requests do not have the broker create it first with
+/// the broker's default.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_topics_makes_the_configured_partitions() {
+    let broker = Broker::start();
+    let e = events_exporter(&broker, true).await;
+    e.export(&keyed_batch(0..5)).await.unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some("events"), Duration::from_secs(10))
+        .unwrap();
+    let topic = md.topics().iter().find(|t| t.name() == "events").expect("the topic");
+    assert_eq!(topic.partitions().len(), 3, "create_topics.partitions");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn delivers_with_keys_headers_and_partitions() {
     let broker = Broker::start();
@@ -284,6 +304,45 @@ async fn reads_back_exactly_what_was_produced_after_a_position() {
     drop(e);
     let e = events_exporter(&broker, false).await;
     assert_eq!(e.recover(Some(&next)).await.unwrap(), keys_of(53..60));
+}
+
+/// A position that does not name every partition of the fixed topic (taken
+/// before every partition's end was known, as right after the topic was
+/// created) still finds what went to the partitions it lacks: they are read
+/// from their start.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_the_position_does_not_name_are_read_from_their_start() {
+    let broker = Broker::start();
+    let e = events_exporter(&broker, true).await;
+    e.export(&keyed_batch(0..20)).await.unwrap();
+    let full = e.position().expect("a position once delivered");
+    // One partition's offset only, as if the others' ends were not known yet.
+    let first = full["kafka-v1;".len()..]
+        .split(',')
+        .next()
+        .expect("a partition")
+        .to_string();
+    let partial = format!("kafka-v1;{first}");
+    e.export(&keyed_batch(20..60)).await.unwrap();
+    drop(e);
+
+    let e = events_exporter(&broker, false).await;
+    let mut got = e.recover(Some(&partial)).await.unwrap();
+    for i in 20..60 {
+        assert!(
+            got.remove(&format!("uid-{i}"), &(1000 + i).to_string()),
+            "uid-{i}, produced after the position, read back"
+        );
+    }
+    let before = got.len();
+    for i in 0..20 {
+        got.remove(&format!("uid-{i}"), &(1000 + i).to_string());
+    }
+    assert!(got.is_empty(), "nothing but records of this topic");
+    assert!(
+        before > 0,
+        "the partitions the position lacks were read from their start (records of 0..20 there)"
+    );
 }
 
 /// Before its first delivery, an exporter's position is the end of every

@@ -558,6 +558,14 @@ impl KafkaConfig {
                 .set("sasl.username", &sasl.username)
                 .set("sasl.password", password);
         }
+        if self.create_topics.is_some() {
+            // The exporter creates its topics itself, with `create_topics`'
+            // partitions and replication. librdkafka's producer would otherwise
+            // have the broker create a missing topic on its first metadata
+            // request, with the broker's defaults (Kafka's `num.partitions`: 1).
+            // Settable in `properties`.
+            cc.set("allow.auto.create.topics", "false");
+        }
         for (k, v) in &self.properties {
             cc.set(k, v.to_string());
         }
@@ -1408,7 +1416,7 @@ impl Exporter for KafkaExporter {
         }
         let name = s.name.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let r = recover::read_back(&s.client_config, &s.name, &from, READ_BACK_TIMEOUT);
+            let r = recover::read_back(&s.client_config, &s.name, &from, s.topic.fixed(), READ_BACK_TIMEOUT);
             if let Ok(r) = &r {
                 lock(&s.offsets).merge(&r.ends);
             }

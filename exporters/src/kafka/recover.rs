@@ -28,12 +28,20 @@
 //! of several records it lies inside the last batch), and a read that stopped
 //! there missed the rest of the last batch.
 //!
-//! Not covered: a partition the exporter had not written to when the position
-//! was taken and whose topic it did not know at startup (with a templated
-//! `topic`, a topic first written after the position; or partitions added to
-//! a topic meanwhile): records there may be produced again (at least once, as
-//! before). A read-back that fails or runs out of time returns what it read,
-//! with a warning, and only costs duplicates, never a loss.
+//! A position can lack partitions of the fixed topic: one taken before every
+//! partition's end was known (a watermark request that failed or had not
+//! answered yet, right after the topic was created) or partitions added to
+//! the topic since. Records may have gone there after the position was taken,
+//! so the read-back asks the broker for the fixed topic's partitions and reads
+//! those the position does not name from their start.
+//!
+//! Not covered: with a templated `topic`, a partition the exporter had not
+//! written to when the position was taken (a topic first written after it
+//! included): records there may be produced again (at least once, as before).
+//! Reading every partition of every templated topic from its start could take
+//! far longer than a startup should. A read-back that fails or runs out of
+//! time returns what it read, with a warning, and only costs duplicates,
+//! never a loss.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -265,11 +273,13 @@ fn consumer_config(producer: &ClientConfig, name: &str) -> ClientConfig {
 }
 
 /// Reads back every record past `from` in its partitions (see the module
-/// doc), within `timeout`. Blocking: run it off the executor.
+/// doc), and every record of the partitions of `fixed_topic` that `from` does
+/// not name, within `timeout`. Blocking: run it off the executor.
 pub(super) fn read_back(
     producer_config: &ClientConfig,
     name: &str,
     from: &Offsets,
+    fixed_topic: Option<&str>,
     timeout: Duration,
 ) -> Result<ReadBack, String> {
     let deadline = Instant::now() + timeout;
@@ -281,7 +291,12 @@ pub(super) fn read_back(
     let consumer: BaseConsumer = consumer_config(producer_config, name)
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
-    for (topic, partitions) in topics {
+    for (topic, mut partitions) in topics {
+        if fixed_topic == Some(topic)
+            && let Err(why) = add_unnamed_partitions(&consumer, topic, &mut partitions, deadline)
+        {
+            out.unfinished.push(format!("topic `{topic}`: {why}"));
+        }
         let mut progress = Progress::default();
         if let Err(why) = read_topic(&consumer, topic, &partitions, deadline, &mut progress, &mut out) {
             out.unfinished.push(format!("topic `{topic}`: {why}"));
@@ -297,6 +312,47 @@ pub(super) fn read_back(
         }
     }
     Ok(out)
+}
+
+/// Adds the partitions of `topic` that the broker lists and `partitions` (id,
+/// saved offset) does not name, each from its start: what went there after
+/// the position was taken lies somewhere in it.
+fn add_unnamed_partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &mut Vec<(i32, i64)>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let md = consumer
+        .fetch_metadata(Some(topic), left.min(WATERMARK_TIMEOUT))
+        .map_err(|e| format!("cannot list its partitions: {e}; only those of the saved position are read"))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(());
+    };
+    for id in unnamed(partitions, t.partitions().iter().map(|p| p.id())) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (low, _) = consumer
+            .fetch_watermarks(topic, id, left.min(WATERMARK_TIMEOUT))
+            .map_err(|e| format!("cannot read the start of partition {id}: {e}"))?;
+        tracing::debug!(
+            topic,
+            partition = id,
+            from = low,
+            "kafka read-back: a partition the saved position does not name, read from its start"
+        );
+        partitions.push((id, low.max(0)));
+    }
+    partitions.sort_unstable();
+    Ok(())
+}
+
+/// The ids of `listed` that `named` (id, offset) does not have.
+fn unnamed(named: &[(i32, i64)], listed: impl Iterator<Item = i32>) -> Vec<i32> {
+    let mut out: Vec<i32> = listed.filter(|id| !named.iter().any(|(n, _)| n == id)).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Reads `partitions` (id, saved offset) of `topic` to their end, or until `deadline`.
@@ -410,6 +466,15 @@ mod tests {
         for k in ["enable.idempotence", "compression.codec", "acks"] {
             assert_eq!(c.get(k), None, "producer setting {k} is not passed on");
         }
+    }
+
+    #[test]
+    fn partitions_the_position_does_not_name() {
+        let named = [(0, 12), (2, 7)];
+        assert_eq!(unnamed(&named, [0, 1, 2, 3].into_iter()), vec![1, 3]);
+        assert_eq!(unnamed(&named, [3, 1, 3].into_iter()), vec![1, 3], "sorted, once each");
+        assert!(unnamed(&named, [2, 0].into_iter()).is_empty());
+        assert_eq!(unnamed(&[], [1, 0].into_iter()), vec![0, 1]);
     }
 
     #[test]

@@ -266,6 +266,27 @@ fn tls_files_are_checked() {
 }
 
 #[test]
+fn with_create_topics_the_broker_does_not_create_topics_on_its_own() {
+    let auto = |c: &KafkaConfig| {
+        c.client_config("k")
+            .unwrap()
+            .get("allow.auto.create.topics")
+            .map(str::to_string)
+    };
+    // The exporter creates them, with its partitions and replication.
+    assert_eq!(
+        auto(&cfg("create_topics = { partitions = 3, replication = 1 }")).as_deref(),
+        Some("false")
+    );
+    // Without it, librdkafka's default (the broker's own setting decides).
+    assert_eq!(auto(&cfg("")), None);
+    // `properties` still has the last word.
+    let c =
+        cfg("create_topics = { partitions = 3, replication = 1 }\n[properties]\n\"allow.auto.create.topics\" = true");
+    assert_eq!(auto(&c).as_deref(), Some("true"));
+}
+
+#[test]
 fn tls_without_a_ca_file_uses_the_system_certificates() {
     let c = cfg("tls = {}");
     // The built-in OpenSSL's own CA path is not the system's: librdkafka probes.
