@@ -267,6 +267,24 @@ fn keys_of(r: std::ops::Range<usize>) -> crate::Delivered {
     want
 }
 
+/// Checks that a read-back holds every record of `must` (produced after its
+/// position) and nothing but records of `must` and `may` (produced before it);
+/// returns how many of `may` it holds.
+fn expect_read_back(mut got: crate::Delivered, must: std::ops::Range<usize>, may: std::ops::Range<usize>) -> usize {
+    for i in must {
+        assert!(
+            got.remove(&format!("uid-{i}"), &(1000 + i).to_string()),
+            "uid-{i}, produced after the position, read back"
+        );
+    }
+    let before = got.len();
+    for i in may {
+        got.remove(&format!("uid-{i}"), &(1000 + i).to_string());
+    }
+    assert!(got.is_empty(), "nothing but records of this topic");
+    before
+}
+
 /// What was produced after a position is read back from the topic by a new
 /// exporter (a restart after a kill), exactly; nothing before it. Batches of
 /// many records: tansu then lists a partition's end inside its last batch
@@ -327,20 +345,9 @@ async fn partitions_the_position_does_not_name_are_read_from_their_start() {
     drop(e);
 
     let e = events_exporter(&broker, false).await;
-    let mut got = e.recover(Some(&partial)).await.unwrap();
-    for i in 20..60 {
-        assert!(
-            got.remove(&format!("uid-{i}"), &(1000 + i).to_string()),
-            "uid-{i}, produced after the position, read back"
-        );
-    }
-    let before = got.len();
-    for i in 0..20 {
-        got.remove(&format!("uid-{i}"), &(1000 + i).to_string());
-    }
-    assert!(got.is_empty(), "nothing but records of this topic");
+    let got = e.recover(Some(&partial)).await.unwrap();
     assert!(
-        before > 0,
+        expect_read_back(got, 20..60, 0..20) > 0,
         "the partitions the position lacks were read from their start (records of 0..20 there)"
     );
 }
@@ -378,17 +385,8 @@ async fn the_position_before_any_delivery_is_the_topics_end() {
     drop(e);
 
     let e = events_exporter(&broker, false).await;
-    let mut got = e.recover(Some(&pos)).await.unwrap();
-    for i in 30..40 {
-        assert!(
-            got.remove(&format!("uid-{i}"), &(1000 + i).to_string()),
-            "uid-{i} read back"
-        );
-    }
-    for i in 0..30 {
-        got.remove(&format!("uid-{i}"), &(1000 + i).to_string());
-    }
-    assert!(got.is_empty(), "nothing but records of this topic");
+    let got = e.recover(Some(&pos)).await.unwrap();
+    expect_read_back(got, 30..40, 0..30);
 }
 
 #[tokio::test(flavor = "multi_thread")]
