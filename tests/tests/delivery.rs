@@ -581,6 +581,9 @@ async fn row1_kafka_sigkill_mid_stream_then_restart() {
     let creating = tokio::spawn(async move { create_many(client, "q", 4000, 16).await });
     assert!(wait_for(WAIT, || (count_events(&out) >= 1000).then_some(())).is_some());
     kill9(&mut c);
+    // The first run's log and saved state, shown if the test fails (the restart writes a new log).
+    let first_log = c.log_text();
+    let saved = std::fs::read_to_string(s.work.path().join("state").join("checkpoint.json")).unwrap_or_default();
     let created = creating.await.unwrap();
     let mut c = Collector::start(&cfg, s.cluster.collector_kubeconfig(), &[]).unwrap();
     let expected = keys(&created);
@@ -590,6 +593,7 @@ async fn row1_kafka_sigkill_mid_stream_then_restart() {
     report("row 1 (SIGKILL), volume", &t);
     report("row 1 (SIGKILL), kafka", &k);
     let log = c.log_text();
+    eprintln!("row 1 (kafka) first run, killed:\n{first_log}\nits saved state: {saved}");
     eprintln!("row 1 (kafka) restart: {:#?}", recovery_lines(&log));
     assert!(status.success(), "{status}\n{log}");
     assert!(

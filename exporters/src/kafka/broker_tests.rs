@@ -324,6 +324,21 @@ async fn reads_back_exactly_what_was_produced_after_a_position() {
     assert_eq!(e.recover(Some(&next)).await.unwrap(), keys_of(53..60));
 }
 
+/// A position taken before any partition's end was known (right after the
+/// topic was created) names the topic alone: a read-back from it finds
+/// everything the topic holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_position_naming_the_topic_alone_reads_every_partition() {
+    let broker = Broker::start();
+    let e = events_exporter(&broker, true).await;
+    e.export(&keyed_batch(0..30)).await.unwrap();
+    drop(e);
+
+    let e = events_exporter(&broker, false).await;
+    let got = e.recover(Some("kafka-v1;events")).await.unwrap();
+    expect_read_back(got, 0..30, 0..0);
+}
+
 /// A position that does not name every partition of the fixed topic (taken
 /// before every partition's end was known, as right after the topic was
 /// created) still finds what went to the partitions it lacks: they are read

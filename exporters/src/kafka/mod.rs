@@ -631,7 +631,8 @@ impl KafkaConfig {
             known_topics: Mutex::new(HashSet::new()),
             health,
             message_timeout: self.message_timeout,
-            offsets: Mutex::new(recover::Offsets::default()),
+            // The fixed topic is named from the start: see `recover.rs`, "The position".
+            offsets: Mutex::new(self.topic.fixed().map(recover::Offsets::naming).unwrap_or_default()),
             seeded: AtomicBool::new(false),
         });
         let (stop_tx, stop_rx) = mpsc::channel::<()>();

@@ -11,8 +11,13 @@
 //! the topic is seen) and with where the read-back ended. A partition is
 //! append-only, so every record produced after the position was taken lies
 //! at or past its offset there; a seed that is too low only makes the next
-//! read-back read more. Encoded as `kafka-v1;<topic>:<partition>:<offset>,…`
-//! (topic names cannot hold `:` or `,`).
+//! read-back read more. Until the first seed or delivery, the fixed topic is
+//! named without partitions: the exporter may produce there before its
+//! partitions' ends are known (they cannot be asked for right after the topic
+//! is created), so a read-back from such a position reads every partition from
+//! its start. Encoded as `kafka-v1;<topic>:<partition>:<offset>,…`, a topic
+//! without a known partition as `<topic>` alone (topic names cannot hold `:`
+//! or `,`).
 //!
 //! # The read-back
 //!
@@ -60,11 +65,17 @@ const VERSION: &str = "kafka-v1";
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Per topic, per partition: the offset after the last record known delivered
-/// there (-1: nothing known for that partition).
+/// there (-1: nothing known for that partition). A topic can be named with no
+/// partition known: everything in it counts as after the position.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Offsets(HashMap<String, Vec<i64>>);
 
 impl Offsets {
+    /// A position that names `topic` with no partition known yet.
+    pub(super) fn naming(topic: &str) -> Offsets {
+        Offsets(HashMap::from([(topic.to_string(), Vec::new())]))
+    }
+
     /// Records that `partition` of `topic` holds records up to `next` (exclusive).
     pub(super) fn advance(&mut self, topic: &str, partition: i32, next: i64) {
         let Ok(p) = usize::try_from(partition) else { return };
@@ -93,18 +104,23 @@ impl Offsets {
         }
     }
 
+    /// No topic named.
     pub(super) fn is_empty(&self) -> bool {
-        self.0.values().all(|v| v.iter().all(|o| *o < 0))
+        self.0.is_empty()
     }
 
     pub(super) fn encode(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
         let sorted: BTreeMap<&String, &Vec<i64>> = self.0.iter().collect();
         for (topic, offsets) in sorted {
+            let before = parts.len();
             for (p, o) in offsets.iter().enumerate() {
                 if *o >= 0 {
                     parts.push(format!("{topic}:{p}:{o}"));
                 }
+            }
+            if parts.len() == before {
+                parts.push(topic.clone());
             }
         }
         format!("{VERSION};{}", parts.join(","))
@@ -114,6 +130,10 @@ impl Offsets {
         let rest = s.strip_prefix(VERSION)?.strip_prefix(';')?;
         let mut out = Offsets::default();
         for part in rest.split(',').filter(|p| !p.is_empty()) {
+            if !part.contains(':') {
+                out.0.entry(part.to_string()).or_default();
+                continue;
+            }
             let mut it = part.rsplitn(3, ':');
             let offset: i64 = it.next()?.parse().ok()?;
             let partition: i32 = it.next()?.parse().ok()?;
@@ -135,9 +155,10 @@ impl Offsets {
         })
     }
 
-    /// Per topic (in name order), its partitions with their offsets.
+    /// Per topic (in name order), its partitions with their offsets (none
+    /// for a topic named without partitions).
     fn by_topic(&self) -> BTreeMap<&str, Vec<(i32, i64)>> {
-        let mut out: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+        let mut out: BTreeMap<&str, Vec<(i32, i64)>> = self.0.keys().map(|t| (t.as_str(), Vec::new())).collect();
         for (t, p, o) in self.entries() {
             out.entry(t).or_default().push((p, o));
         }
@@ -466,6 +487,25 @@ mod tests {
         for k in ["enable.idempotence", "compression.codec", "acks"] {
             assert_eq!(c.get(k), None, "producer setting {k} is not passed on");
         }
+    }
+
+    #[test]
+    fn a_topic_named_without_partitions() {
+        let mut o = Offsets::naming("events");
+        assert!(!o.is_empty(), "a named topic is a position");
+        assert_eq!(o.encode(), "kafka-v1;events");
+        assert_eq!(Offsets::decode("kafka-v1;events"), Some(o.clone()));
+        assert_eq!(o.by_topic().into_iter().collect::<Vec<_>>(), vec![("events", vec![])]);
+        assert!(!o.knows("events", 0));
+        // Once a partition is known, the topic is named through it.
+        o.advance("events", 1, 4);
+        assert_eq!(o.encode(), "kafka-v1;events:1:4");
+        let mixed = Offsets::decode("kafka-v1;a,b:0:3").unwrap();
+        assert_eq!(mixed.encode(), "kafka-v1;a,b:0:3");
+        assert_eq!(
+            mixed.by_topic().into_iter().collect::<Vec<_>>(),
+            vec![("a", vec![]), ("b", vec![(0, 3)])]
+        );
     }
 
     #[test]

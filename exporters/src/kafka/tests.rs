@@ -265,6 +265,20 @@ fn tls_files_are_checked() {
     assert_eq!(cc.get("security.protocol"), Some("ssl"));
 }
 
+/// Before anything is known of the topic (here: no broker answers), the
+/// position names the fixed topic alone, so a read-back from it reads the
+/// whole topic; a templated topic has no position until a delivery.
+#[test]
+fn the_position_names_the_fixed_topic_from_the_start() {
+    let e = cfg("").build("k").unwrap();
+    assert_eq!(e.position().as_deref(), Some("kafka-v1;events"));
+    let e = parse("brokers = \"127.0.0.1:1\"\ntopic = \"ev.{namespace}\"")
+        .unwrap()
+        .build("k")
+        .unwrap();
+    assert_eq!(e.position(), None);
+}
+
 #[test]
 fn with_create_topics_the_broker_does_not_create_topics_on_its_own() {
     let auto = |c: &KafkaConfig| {
