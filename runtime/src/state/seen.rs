@@ -39,24 +39,20 @@ impl Selection {
     /// Of entries with these acknowledgement times.
     fn of(times: impl Iterator<Item = u32> + Clone, now: u32, ttl: u32, max: usize) -> Selection {
         let live = move |at: &u32| now.saturating_sub(*at) <= ttl;
+        // Everything live: a cut below any time, with every entry at it kept.
+        let every_live = Selection {
+            now,
+            ttl,
+            cut: 0,
+            ties: usize::MAX,
+        };
         let count = times.clone().filter(live).count();
         if count <= max {
-            // Everything live: a cut below any time, with every entry at it kept.
-            return Selection {
-                now,
-                ttl,
-                cut: 0,
-                ties: usize::MAX,
-            };
+            return every_live;
         }
         // The oldest time kept, found without a copy of the times.
         let Some(kth) = crate::select::kth_smallest(times.filter(live), count - max) else {
-            return Selection {
-                now,
-                ttl,
-                cut: 0,
-                ties: usize::MAX,
-            };
+            return every_live;
         };
         let newer = count - kth.below - kth.equal;
         Selection {
